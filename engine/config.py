@@ -1,0 +1,147 @@
+"""Model sizes of SAM 2 and SAM 2.1 as plain, readable data.
+
+Every number here is a fact of Meta's published configs (``sam2/configs``); nothing is computed
+at import time. ``ModelConfig`` is frozen: derive a variant with ``dataclasses.replace``
+(``replace(MODELS["sam2.1_hiera_tiny"], image_size=512)``).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+# Architecture constants shared by every published size.
+D_MODEL = 256  # width of the neck, prompt encoder, mask decoder and memory attention
+MEM_DIM = 64  # width of a spatial memory (memory encoder output)
+BACKBONE_STRIDE = 16  # image pixels per cell of the lowest-resolution feature map used
+NUM_MASKMEM = 7  # spatial memories attended to: 1 prompted + 6 most recent (SAM 2 default)
+MAX_OBJ_PTRS = 16  # object pointers attended to
+
+
+@dataclass(frozen=True)
+class HieraConfig:
+    """The Hiera trunk: a hierarchical ViT with windowed and global attention blocks."""
+
+    embed_dim: int
+    num_heads: int
+    stages: tuple[int, ...]  # blocks per stage
+    global_att_blocks: tuple[int, ...]  # indices (over all blocks) that attend globally
+    window_spec: tuple[int, ...]  # window size per stage
+    window_pos_embed_bkg_spatial_size: tuple[int, int] = (14, 14)
+    q_pool: int = 3  # number of stage transitions that pool the queries
+    q_stride: tuple[int, int] = (2, 2)
+    dim_mul: float = 2.0  # width multiplier at each stage transition
+    head_mul: float = 2.0  # heads multiplier at each stage transition
+
+    @property
+    def channel_list(self) -> tuple[int, ...]:
+        """Output widths of the four stages, lowest resolution first (the neck's order)."""
+        dims = [int(self.embed_dim * self.dim_mul**i) for i in range(len(self.stages))]
+        return tuple(reversed(dims))
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """One SAM 2 / SAM 2.1 model: architecture and the switches its published config sets."""
+
+    name: str
+    version: str  # "2" or "2.1"
+    size: str  # tiny | small | base_plus | large
+    checkpoint_name: str  # file name Meta publishes, e.g. "sam2.1_hiera_tiny.pt"
+    hiera: HieraConfig
+    image_size: int = 1024
+    d_model: int = D_MODEL
+    mem_dim: int = MEM_DIM
+    num_maskmem: int = NUM_MASKMEM
+    max_obj_ptrs: int = MAX_OBJ_PTRS
+    memory_attention_layers: int = 4
+    memory_attention_ffn_dim: int = 2048
+    memory_encoder_fuser_layers: int = 2
+    fpn_top_down_levels: tuple[int, ...] = (2, 3)
+    # SAM 2.1 additions: a learned memory embedding for absent objects and temporal position
+    # encodings (signed, projected) on object pointers.
+    no_obj_embed_spatial: bool = False
+    add_tpos_enc_to_obj_ptrs: bool = False
+    proj_tpos_enc_in_obj_ptrs: bool = False
+    use_signed_tpos_enc_to_obj_ptrs: bool = False
+    # Behaviour switches set identically by every published config.
+    sigmoid_scale_for_mem_enc: float = 20.0
+    sigmoid_bias_for_mem_enc: float = -10.0
+    directly_add_no_mem_embed: bool = True
+    multimask_output_in_sam: bool = True
+    multimask_output_for_tracking: bool = True
+    multimask_min_pt_num: int = 0
+    multimask_max_pt_num: int = 1
+    use_mask_input_as_output_without_sam: bool = True
+    iou_prediction_use_sigmoid: bool = True
+    pred_obj_scores: bool = True
+    pred_obj_scores_mlp: bool = True
+    fixed_no_obj_ptr: bool = True
+    use_multimask_token_for_obj_ptr: bool = True
+    use_mlp_for_obj_ptr_proj: bool = True
+    only_obj_ptrs_in_the_past_for_eval: bool = True
+    # Mask-decoder extras the official video predictor enables.
+    dynamic_multimask_via_stability: bool = True
+    dynamic_multimask_stability_delta: float = 0.05
+    dynamic_multimask_stability_thresh: float = 0.98
+    rope_theta: float = 10000.0
+
+    def __post_init__(self) -> None:
+        # The trunk's last stage has stride 32: the image side must divide by it.
+        if self.image_size <= 0 or self.image_size % (2 * BACKBONE_STRIDE) != 0:
+            raise ValueError(
+                f"image_size must be a positive multiple of {2 * BACKBONE_STRIDE}, "
+                f"got {self.image_size}"
+            )
+
+    @property
+    def backbone_stride(self) -> int:
+        return BACKBONE_STRIDE
+
+    @property
+    def feat_size(self) -> int:
+        """Side of the lowest-resolution feature map (64 at image_size 1024)."""
+        return self.image_size // BACKBONE_STRIDE
+
+    @property
+    def backbone_channel_list(self) -> tuple[int, ...]:
+        return self.hiera.channel_list
+
+
+_TINY = HieraConfig(96, 1, (1, 2, 7, 2), (5, 7, 9), (8, 4, 14, 7), (7, 7))
+_SMALL = HieraConfig(96, 1, (1, 2, 11, 2), (7, 10, 13), (8, 4, 14, 7), (7, 7))
+_BASE_PLUS = HieraConfig(112, 2, (2, 3, 16, 3), (12, 16, 20), (8, 4, 14, 7), (14, 14))
+_LARGE = HieraConfig(144, 2, (2, 6, 36, 4), (23, 33, 43), (8, 4, 16, 8), (7, 7))
+
+_SIZES = {"tiny": ("t", _TINY), "small": ("s", _SMALL), "base_plus": ("b+", _BASE_PLUS),
+          "large": ("l", _LARGE)}
+_V21 = dict(no_obj_embed_spatial=True, add_tpos_enc_to_obj_ptrs=True,
+            proj_tpos_enc_in_obj_ptrs=True, use_signed_tpos_enc_to_obj_ptrs=True)
+
+
+def _build_table() -> dict[str, ModelConfig]:
+    table = {}
+    for size, (_, hiera) in _SIZES.items():
+        for version, extra in (("2", {}), ("2.1", _V21)):
+            name = f"sam{version}_hiera_{size}"
+            table[name] = ModelConfig(name=name, version=version, size=size,
+                                      checkpoint_name=f"{name}.pt", hiera=hiera, **extra)
+    return table
+
+
+MODELS: dict[str, ModelConfig] = _build_table()
+
+
+def reference_config_name(cfg: ModelConfig) -> str:
+    """The name of the matching config in Meta's package (for the oracle in tests)."""
+    short = _SIZES[cfg.size][0]
+    if cfg.version == "2.1":
+        return f"configs/sam2.1/sam2.1_hiera_{short}.yaml"
+    return f"configs/sam2/sam2_hiera_{short}.yaml"
+
+
+def get_config(name: str, **overrides) -> ModelConfig:
+    """Look a model up by name (``sam2.1_hiera_tiny``, ...) and apply overrides."""
+    from dataclasses import replace
+
+    if name not in MODELS:
+        raise KeyError(f"unknown model {name!r}; known models: {', '.join(sorted(MODELS))}")
+    return replace(MODELS[name], **overrides) if overrides else MODELS[name]

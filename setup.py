@@ -1,0 +1,35 @@
+"""sam2_ros: real-time SAM 2 segmentation and tracking as a ROS 2 node.
+
+An ament_python package (colcon on a ROS 2 install) that also installs with pip into a
+virtual environment. `engine` is the ROS-free core; `sam2_ros` is the ROS 2 glue.
+"""
+from glob import glob
+
+from setuptools import find_packages, setup
+
+PACKAGE = "sam2_ros"
+
+setup(
+    name=PACKAGE,
+    version="0.1.0",
+    packages=find_packages(include=["engine", "engine.*", "sam2_ros", "sam2_ros.*"]),
+    data_files=[
+        ("share/ament_index/resource_index/packages", [f"resource/{PACKAGE}"]),
+        (f"share/{PACKAGE}", ["package.xml"]),
+        (f"share/{PACKAGE}/launch", glob("launch/*.py")),
+        (f"share/{PACKAGE}/config", glob("config/*")),
+    ],
+    python_requires=">=3.10",
+    install_requires=["numpy", "torch"],
+    zip_safe=True,
+    maintainer="sam2_ros maintainers",
+    maintainer_email="sam2-ros@users.noreply.github.com",
+    description="Real-time SAM 2 segmentation and tracking for ROS 2",
+    license="Apache-2.0",
+    tests_require=["pytest"],
+    entry_points={
+        "console_scripts": [
+            "sam2-engine = engine.cli:main",
+        ],
+    },
+)
