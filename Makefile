@@ -8,7 +8,7 @@ setup:
 	@./setup_venv.sh
 
 demo: setup
-	$(PY) -m engine.demo $(ARGS)
+	$(PY) -m sam2_ros.demo $(ARGS)
 
 test: setup
 	$(PY) -m pytest -q tests $(ARGS)

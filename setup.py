@@ -30,6 +30,8 @@ setup(
     entry_points={
         "console_scripts": [
             "sam2-engine = engine.cli:main",
+            "sam2_node = sam2_ros.node:main",
+            "sam2_demo = sam2_ros.demo:main",
         ],
     },
 )

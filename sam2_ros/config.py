@@ -1,0 +1,159 @@
+"""The node's parameters: one typed, frozen config, declared, described and validated here.
+
+Every parameter has a default, a one-line description and a check that returns the reason a
+value is refused (or None). ``NodeConfig.from_values`` is the one place a config is built from
+ROS parameter values; nothing here imports rclpy, so it is testable without ROS.
+
+Parameters marked ``live`` take effect at once; the others take effect at the next configure
+(they choose the model, the input topic or QoS).
+"""
+from __future__ import annotations
+
+import math
+import re
+from dataclasses import dataclass, field, fields
+from typing import Any, Callable
+
+from engine.config import MODELS
+
+BACKENDS = ("torch", "onnxruntime", "tensorrt")
+PRECISIONS = ("fp32", "fp16", "bf16")
+TRANSPORTS = ("raw", "compressed")
+QOS_PROFILES = ("sensor_data", "reliable")
+_DEVICE = re.compile(r"^(cpu|cuda(:\d+)?)$")
+MAX_LABEL = 65535  # the ~/masks label image is mono16 beyond 255 objects
+
+
+def _one_of(*choices: str) -> Callable[[Any], str | None]:
+    return lambda v: None if v in choices else f"must be one of {', '.join(choices)}"
+
+
+def _int_in(lo: int, hi: int) -> Callable[[Any], str | None]:
+    return lambda v: None if lo <= v <= hi else f"must be an integer in [{lo}, {hi}]"
+
+
+def _float_in(lo: float, hi: float, lo_open: bool = False) -> Callable[[Any], str | None]:
+    def check(v: float) -> str | None:
+        ok = math.isfinite(v) and (lo < v if lo_open else lo <= v) and v <= hi
+        return None if ok else f"must be a number in {'(' if lo_open else '['}{lo}, {hi}]"
+    return check
+
+
+def _model(v: str) -> str | None:
+    return None if v in MODELS else f"unknown model; known models: {', '.join(sorted(MODELS))}"
+
+
+def _image_size(v: int) -> str | None:
+    if 64 <= v <= 2048 and v % 32 == 0:
+        return None
+    return "must be a multiple of 32 in [64, 2048] (1024 as trained; 256-512 for CPU)"
+
+
+def _device(v: str) -> str | None:
+    return None if _DEVICE.match(v) else "must be 'cpu', 'cuda' or 'cuda:N'"
+
+
+def _param(default: Any, description: str, check: Callable[[Any], str | None] | None = None,
+           live: bool = False):
+    return field(default=default, metadata={"description": description, "check": check,
+                                            "live": live})
+
+
+@dataclass(frozen=True)
+class NodeConfig:
+    """Everything ``sam2_node`` can be told, with its defaults (see config/sam2.yaml)."""
+
+    # Model and runtime.
+    model: str = _param("sam2.1_hiera_tiny", "model architecture (Meta's file name without .pt)",
+                        _model)
+    checkpoint: str = _param("", "path of Meta's checkpoint (.pt); empty: random weights "
+                                 "(masks are not meaningful, for plumbing tests and demos)")
+    engine_dir: str = _param("", "folder of cached TensorRT engines (backend tensorrt)")
+    backend: str = _param("torch", "inference runtime", _one_of(*BACKENDS))
+    device: str = _param("cpu", "torch device: cpu, cuda or cuda:N", _device)
+    precision: str = _param("fp32", "inference precision", _one_of(*PRECISIONS))
+    image_size: int = _param(256, "model input side in pixels (multiple of 32; 1024 as trained)",
+                             _image_size)
+    seed: int = _param(0, "seed of the random weights when no checkpoint is given",
+                       _int_in(0, 2**31 - 1))
+    num_threads: int = _param(0, "CPU threads for inference (0: the runtime's default)",
+                              _int_in(0, 256))
+    # Tracking.
+    max_objects: int = _param(8, "most objects tracked at once (>255 makes ~/masks mono16)",
+                              _int_in(1, MAX_LABEL))
+    # Memory bank: spatial memories (7) and object pointers (16) per object are fixed by the
+    # model's weights; how many prompted frames an object keeps is a choice.
+    max_cond_frames: int = _param(4, "prompted frames kept per object's memory bank",
+                                  _int_in(1, 16))
+    presence_threshold: float = _param(0.5, "presence probability above which an object is "
+                                            "visible", _float_in(0.0, 1.0), live=True)
+    prompt_window_s: float = _param(0.5, "how long received frames stay promptable by stamp",
+                                    _float_in(0.0, 10.0))
+    max_window_frames: int = _param(32, "cap on frames kept in the prompt window",
+                                    _int_in(1, 1000))
+    service_timeout_s: float = _param(30.0, "how long a service call waits for the tracker",
+                                      _float_in(0.0, 600.0, lo_open=True), live=True)
+    # Input and output.
+    input_transport: str = _param("raw", "'raw' subscribes to image, 'compressed' to "
+                                         "image/compressed", _one_of(*TRANSPORTS))
+    input_qos: str = _param("sensor_data", "input QoS: sensor_data (best effort) or reliable",
+                            _one_of(*QOS_PROFILES))
+    output_qos: str = _param("reliable", "QoS of masks, tracks and overlay",
+                             _one_of(*QOS_PROFILES))
+    qos_depth: int = _param(5, "history depth of the input and output topics",
+                            _int_in(1, 100))
+    publish_overlay: bool = _param(True, "publish ~/overlay (computed only while subscribed)",
+                                   live=True)
+    overlay_alpha: float = _param(0.5, "opacity of the masks in ~/overlay",
+                                  _float_in(0.0, 1.0), live=True)
+    diagnostics_period_s: float = _param(1.0, "period of /diagnostics",
+                                         _float_in(0.05, 60.0))
+    autostart: bool = _param(False, "configure and activate at start-up (no lifecycle manager)")
+
+    @classmethod
+    def from_values(cls, values: dict[str, Any]) -> "NodeConfig":
+        """A validated config; raises ValueError naming every refused parameter and why."""
+        problems = [p for name, v in values.items() if (p := check_parameter(name, v))]
+        if problems:
+            raise ValueError("invalid parameters: " + "; ".join(problems))
+        return cls(**{k: coerce(k, v) for k, v in values.items()})
+
+    @property
+    def random_weights(self) -> bool:
+        return not self.checkpoint
+
+    @property
+    def label_encoding(self) -> str:
+        return "mono8" if self.max_objects <= 255 else "mono16"
+
+
+PARAMETERS: dict[str, Any] = {f.name: f for f in fields(NodeConfig)}
+LIVE_PARAMETERS = frozenset(n for n, f in PARAMETERS.items() if f.metadata["live"])
+
+
+def defaults() -> dict[str, Any]:
+    return {name: f.default for name, f in PARAMETERS.items()}
+
+
+def describe(name: str) -> str:
+    return PARAMETERS[name].metadata["description"]
+
+
+def coerce(name: str, value: Any) -> Any:
+    """An integer given for a float parameter is taken as that float (1 -> 1.0)."""
+    f = PARAMETERS.get(name)
+    if f is not None and type(f.default) is float and type(value) is int:
+        return float(value)
+    return value
+
+
+def check_parameter(name: str, value: Any) -> str | None:
+    """None if ``value`` is acceptable for parameter ``name``, else the reason it is not."""
+    f = PARAMETERS.get(name)
+    if f is None:
+        return f"{name}: unknown parameter"
+    expected, value = type(f.default), coerce(name, value)
+    if type(value) is not expected:
+        return f"{name}: expected {expected.__name__}, got {type(value).__name__} {value!r}"
+    reason = f.metadata["check"](value) if f.metadata["check"] else None
+    return f"{name}={value!r} {reason}" if reason else None

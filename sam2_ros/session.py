@@ -1,0 +1,222 @@
+"""What the worker thread does with the engine: track frames, apply prompts (on the newest frame
+or, by stamp, on a recent one and carried forward), remove objects, reset. ROS-free: frames
+arrive as opaque messages with a stamp, results leave through the ``publish`` callback.
+
+Every method runs on the worker thread (``LatestFrameWorker``), so the tracker is never used
+from two threads. Model logic stays in ``engine``; this file only decides which frame a request
+applies to, keeps the object labels of the ~/masks image and counts frames.
+"""
+from __future__ import annotations
+
+import threading
+import time
+from collections import deque
+from dataclasses import dataclass
+from typing import Any, Callable
+
+import numpy as np
+
+from engine.prompts import parse_prompt
+from engine.replay import carry_forward
+from engine.tracker import ObjectResult
+
+from .backend import Engine
+from .config import NodeConfig
+from .conversions import InputError, prompt_from_request
+from .diagnostics import FrameStats
+
+
+@dataclass
+class Frame:
+    """One received frame. ``rgb`` and ``masks`` are filled once it has been tracked."""
+
+    seq: int  # arrival order, 1, 2, ...
+    stamp_ns: int  # header stamp
+    msg: Any  # the message as received (decoded on the worker thread)
+    received: float  # time.monotonic() at arrival
+    rgb: np.ndarray | None = None
+    masks: dict[int, np.ndarray] | None = None
+
+
+def stamp_text(ns: int) -> str:
+    return f"{ns // 10**9}.{ns % 10**9:09d}"
+
+
+class FrameWindow:
+    """Frames received in the last ``window_s`` seconds (at most ``max_frames``), oldest first.
+    Written by the executor thread, read by the worker: every access holds the lock."""
+
+    def __init__(self, window_s: float, max_frames: int) -> None:
+        self.window_s = window_s
+        self._frames: deque[Frame] = deque(maxlen=max_frames)
+        self._lock = threading.Lock()
+
+    def push(self, frame: Frame) -> None:
+        with self._lock:
+            self._frames.append(frame)
+            while len(self._frames) > 1 and \
+                    frame.received - self._frames[0].received > self.window_s:
+                self._frames.popleft()
+
+    def find(self, stamp_ns: int) -> Frame | None:
+        """The newest frame with this stamp still in the window, else None."""
+        now = time.monotonic()
+        with self._lock:
+            for f in reversed(self._frames):
+                if f.stamp_ns == stamp_ns and now - f.received <= self.window_s:
+                    return f
+        return None
+
+    def tracked_between(self, first_seq: int, last_seq: int) -> list[Frame]:
+        """Tracked frames with first_seq < seq <= last_seq, oldest first."""
+        with self._lock:
+            return [f for f in self._frames
+                    if first_seq < f.seq <= last_seq and f.masks is not None]
+
+    def newest(self) -> Frame | None:
+        with self._lock:
+            return self._frames[-1] if self._frames else None
+
+    def clear(self) -> None:
+        with self._lock:
+            self._frames.clear()
+
+
+@dataclass(frozen=True)
+class PromptOutcome:
+    object_id: int
+    label: int
+    applied_stamp_ns: int
+    result: ObjectResult  # the object on the newest tracked frame
+    message: str
+
+
+class TrackingSession:
+    """The tracker, the frames it can be prompted on, and the labels of its objects."""
+
+    def __init__(self, engine: Engine, cfg: NodeConfig, decode: Callable[[Any], np.ndarray],
+                 publish: Callable[[Frame, list[ObjectResult], dict[int, int]], None],
+                 stats: FrameStats, warn: Callable[[str], None]) -> None:
+        self.engine, self.cfg = engine, cfg
+        self._decode, self._publish, self._warn = decode, publish, warn
+        self.stats = stats
+        self.window = FrameWindow(cfg.prompt_window_s, cfg.max_window_frames)
+        self.labels: dict[int, int] = {}  # object id -> value in the ~/masks image
+        self.current: Frame | None = None  # the frame the tracker last tracked
+        self._last_seq = 0
+
+    # ----------------------------------------------------------------- frames
+    def process(self, frame: Frame) -> None:
+        """Track ``frame`` (the newest received) and publish; stale frames are ignored."""
+        if frame.seq > self._last_seq:
+            self._track(frame)
+
+    def _track(self, frame: Frame) -> None:
+        skipped = max(frame.seq - self._last_seq - 1, 0)
+        self._last_seq = max(self._last_seq, frame.seq)
+        try:
+            frame.rgb = self._decode(frame.msg) if frame.rgb is None else frame.rgb
+        except InputError as err:
+            self.stats.on_rejected()
+            self._warn(f"frame {stamp_text(frame.stamp_ns)} rejected: {err}")
+            return
+        results = list(self.engine.tracker.track(frame.rgb).objects.values())
+        frame.masks = {r.obj_id: r.mask for r in results}
+        self.current = frame
+        self._publish(frame, results, dict(self.labels))
+        self.stats.on_processed(time.monotonic() - frame.received, skipped)
+
+    def _ensure_tracked(self, frame: Frame) -> Frame:
+        """Track ``frame`` now unless the tracker is already past it (a prompt made on it)."""
+        if self.current is None or frame.seq > self.current.seq:
+            self._track(frame)
+        if self.current is not frame:
+            raise InputError(f"frame {stamp_text(frame.stamp_ns)} could not be tracked "
+                             "(see the log)")
+        return frame
+
+    # ---------------------------------------------------------------- prompts
+    def prompt(self, obj_id: int, request: Any, stamp_ns: int) -> PromptOutcome:
+        """Apply an AddPrompt request. Raises InputError / ValueError / KeyError with the reason;
+        then no object and no label has changed."""
+        target, note = self._target_frame(stamp_ns)
+        prompt = prompt_from_request(request, target.rgb.shape[:2])
+        # The engine's own checks (inside the frame, finite, ...) before any replay work.
+        parse_prompt(**prompt.kwargs(), frame_hw=target.rgb.shape[:2],
+                     image_size=self.engine.tracker.cfg.image_size)
+        is_new = obj_id not in self.labels
+        if is_new and len(self.labels) >= self.cfg.max_objects:
+            raise InputError(f"too many objects: {len(self.labels)} tracked, max_objects is "
+                             f"{self.cfg.max_objects}; remove one first (tracked ids: "
+                             f"{sorted(self.labels)})")
+        if target is self.current:
+            result = self.engine.tracker.add_prompt(obj_id, **prompt.kwargs())
+            how = f"applied to frame {stamp_text(target.stamp_ns)}"
+        else:
+            result = self._carry_forward(obj_id, target, prompt)
+            how = (f"applied to frame {stamp_text(target.stamp_ns)} and carried forward to "
+                   f"frame {stamp_text(self.current.stamp_ns)}")
+        if is_new:
+            used = set(self.labels.values())
+            self.labels[obj_id] = next(v for v in range(1, len(used) + 2) if v not in used)
+        verb = "added" if is_new else "refined"
+        msg = (f"object {obj_id} {verb} with {prompt.describe()}, {how}{note}; label "
+               f"{self.labels[obj_id]}, presence {result.presence:.2f}, predicted IoU "
+               f"{result.iou:.2f}")
+        return PromptOutcome(obj_id, self.labels[obj_id], target.stamp_ns, result, msg)
+
+    def _target_frame(self, stamp_ns: int) -> tuple[Frame, str]:
+        """The frame a prompt stamped ``stamp_ns`` (0: the newest) applies to, and a note."""
+        cur = self.current
+        if stamp_ns and cur is not None and cur.stamp_ns == stamp_ns:
+            return cur, ""
+        found = self.window.find(stamp_ns) if stamp_ns else None
+        if found is not None and cur is not None and found.seq < cur.seq:
+            if found.rgb is None:  # received but skipped: decode it for the replay
+                found.rgb = self._decode(found.msg)
+            return found, ""
+        if found is not None:  # newer than anything tracked: track it first
+            return self._ensure_tracked(found), ""
+        note = ""
+        if stamp_ns:
+            note = (f" (frame {stamp_text(stamp_ns)} is not among the frames of the last "
+                    f"{self.cfg.prompt_window_s:g} s, so the newest frame was used)")
+        if cur is None:
+            newest = self.window.newest()
+            if newest is None:
+                raise InputError("no frame received yet: prompts apply to a camera frame")
+            cur = self._ensure_tracked(newest)
+        return cur, note
+
+    def _carry_forward(self, obj_id: int, frame: Frame, prompt) -> ObjectResult:
+        """Apply ``prompt`` on the past ``frame``, follow the object to the current frame and
+        hand the result to the tracker there as a mask prompt."""
+        later = [f for f in self.window.tracked_between(frame.seq, self.current.seq)
+                 if f is not self.current] + [self.current]
+        frames = [frame.rgb] + [f.rgb for f in later]
+        # A refined object starts from its mask on that frame (or, if the node skipped that
+        # frame, on the next tracked one).
+        seed = (frame.masks or {}).get(obj_id)
+        if seed is None and obj_id in self.labels:
+            seed = (later[0].masks or {}).get(obj_id)
+        final = carry_forward(self.engine.make_scratch_tracker, frames, obj_id, prompt.kwargs(),
+                              seed)
+        if not final.mask.any():
+            raise InputError(f"object {obj_id} was lost while carrying the prompt from frame "
+                             f"{stamp_text(frame.stamp_ns)} to the newest frame; prompt it on a "
+                             "newer frame")
+        return self.engine.tracker.add_prompt(obj_id, mask=final.mask)
+
+    # ------------------------------------------------------------ other requests
+    def remove(self, obj_id: int) -> str:
+        if obj_id not in self.labels:
+            raise KeyError(f"unknown object id {obj_id}; tracked ids: {sorted(self.labels)}")
+        self.engine.tracker.remove_object(obj_id)
+        label = self.labels.pop(obj_id)
+        return f"object {obj_id} (label {label}) removed; {len(self.labels)} left"
+
+    def reset(self) -> str:
+        n = len(self.labels)
+        self.engine.tracker.reset()  # the current frame stays promptable
+        self.labels.clear()
+        return f"reset: {n} object(s) and all memory dropped"

@@ -1,0 +1,245 @@
+"""The node's ROS-free parts, in-process and fast: image conversion for every accepted encoding,
+the bad-input table of conversion, parameter validation, the newest-frame worker and the frame
+window. (The node itself, over DDS, is in test_ros_node.py.)"""
+from __future__ import annotations
+
+import threading
+import time
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+import yaml
+from sensor_msgs.msg import CompressedImage, Image
+
+from sam2_ros.config import PARAMETERS, NodeConfig, check_parameter, defaults
+from sam2_ros.conversions import (ENCODINGS, InputError, compressed_to_rgb, fill_image,
+                                  image_to_rgb, label_image, prompt_from_request)
+from sam2_ros.session import Frame, FrameWindow
+from sam2_ros.worker import LatestFrameWorker
+from sam2_ros_interfaces.srv import AddPrompt
+
+ROOT = Path(__file__).resolve().parents[1]
+RGB = np.random.default_rng(0).integers(0, 256, (6, 8, 3), dtype=np.uint8)
+GREY = RGB[..., 0].copy()
+
+
+def _msg(array: np.ndarray, encoding: str, pad: int = 0) -> Image:
+    """An Image of ``array`` whose rows carry ``pad`` extra bytes (step > width * bpp)."""
+    h = array.shape[0]
+    rows = np.ascontiguousarray(array).reshape(h, -1).view(np.uint8)
+    rows = np.concatenate([rows, np.full((h, pad), 7, np.uint8)], axis=1)
+    msg = fill_image(Image(), rows, encoding)
+    msg.width = array.shape[1]
+    return msg
+
+
+# encoding -> (array to send, expected RGB)
+CASES = {
+    "rgb8": (RGB, RGB),
+    "bgr8": (RGB[..., ::-1], RGB),
+    "8UC3": (RGB[..., ::-1], RGB),
+    "rgba8": (np.dstack([RGB, np.full(RGB.shape[:2], 9, np.uint8)]), RGB),
+    "bgra8": (np.dstack([RGB[..., ::-1], np.full(RGB.shape[:2], 9, np.uint8)]), RGB),
+    "8UC4": (np.dstack([RGB[..., ::-1], np.full(RGB.shape[:2], 9, np.uint8)]), RGB),
+    "mono8": (GREY, np.dstack([GREY] * 3)),
+    "8UC1": (GREY, np.dstack([GREY] * 3)),
+    "mono16": (GREY.astype(np.uint16) << 8, np.dstack([GREY] * 3)),
+    "16UC1": (GREY.astype(np.uint16) << 8 | 0x55, np.dstack([GREY] * 3)),
+    "rgb16": (RGB.astype(np.uint16) << 8, RGB),
+    "bgr16": (RGB[..., ::-1].astype(np.uint16) << 8, RGB),
+}
+
+
+@pytest.mark.parametrize("pad", [0, 4])
+@pytest.mark.parametrize("encoding", sorted(CASES))
+def test_image_encodings_give_rgb(encoding, pad):
+    """Every plain encoding decodes to the expected RGB, with or without row padding."""
+    array, expected = CASES[encoding]
+    out = image_to_rgb(_msg(array, encoding, pad))
+    assert out.shape == (6, 8, 3) and out.dtype == np.uint8
+    np.testing.assert_array_equal(out, expected)
+
+
+def test_big_endian_mono16():
+    msg = _msg((GREY.astype(np.uint16) << 8).astype(">u2"), "mono16")
+    msg.is_bigendian = 1
+    np.testing.assert_array_equal(image_to_rgb(msg)[..., 0], GREY)
+
+
+@pytest.mark.parametrize("encoding", [e for e in ENCODINGS if e not in CASES])
+def test_camera_raw_encodings_decode(encoding):
+    """YUV 4:2:2 and Bayer frames (what many camera drivers send) decode to RGB of the size;
+    a flat grey stays grey."""
+    packed = encoding.startswith(("yuv", "uyvy", "yuyv"))  # 2 bytes per pixel
+    raw = np.full((6, 8, 2) if packed else (6, 8), 128, np.uint8)
+    out = image_to_rgb(_msg(raw, encoding))
+    assert out.shape == (6, 8, 3)
+    assert np.abs(out.astype(int) - 128).max() <= 2
+
+
+def _broken(**changes) -> Image:
+    msg = _msg(RGB, "rgb8")
+    for k, v in changes.items():
+        setattr(msg, k, v)
+    return msg
+
+
+@pytest.mark.parametrize("msg,match", [
+    (_broken(encoding="rgb42"), "unsupported image encoding 'rgb42'"),
+    (_broken(encoding="32FC1"), "unsupported image encoding"),
+    (_broken(height=0, width=0, step=0, data=b""), "empty image"),
+    (_broken(data=bytes(RGB.tobytes()[:-5])), "truncated image: 139 bytes"),
+    (_broken(step=10), "step 10 is shorter than a row of 8 rgb8 pixels"),
+    (_broken(width=100000), "too large"),
+    (_msg(np.zeros((6, 7, 2), np.uint8), "yuv422"), "even width"),
+])
+def test_bad_images_are_refused_with_reason(msg, match):
+    with pytest.raises(InputError, match=match):
+        image_to_rgb(msg)
+
+
+def test_compressed_images():
+    ok, jpg = cv2.imencode(".jpg", np.zeros((6, 8, 3), np.uint8) + 200)
+    assert compressed_to_rgb(CompressedImage(format="jpeg", data=jpg.tobytes())).shape == (6, 8, 3)
+    ok, png = cv2.imencode(".png", RGB[..., ::-1])
+    np.testing.assert_array_equal(
+        compressed_to_rgb(CompressedImage(format="png", data=png.tobytes())), RGB)
+    with pytest.raises(InputError, match="corrupt compressed image"):
+        compressed_to_rgb(CompressedImage(format="jpeg", data=jpg.tobytes()[:20] + b"garbage"))
+    with pytest.raises(InputError, match="empty compressed image"):
+        compressed_to_rgb(CompressedImage(format="jpeg"))
+
+
+def test_label_image_and_fill_roundtrip():
+    a = np.zeros((4, 5), bool)
+    a[:2] = True
+    b = np.zeros((4, 5), bool)
+    b[1:3] = True
+    labels = label_image({10: a, 20: b}, {10: 1, 20: 2}, (4, 5))
+    assert labels[0].tolist() == [1] * 5 and labels[1].tolist() == [2] * 5  # overlap: higher
+    msg = fill_image(Image(), labels, "mono8")
+    assert (msg.step, len(msg.data)) == (5, 20)
+    np.testing.assert_array_equal(image_to_rgb(msg)[..., 0], labels)
+
+
+@pytest.mark.parametrize("fields,match", [
+    (dict(points_x=[1.0, 2.0], points_y=[1.0], labels=[1]), "differ in length"),
+    (dict(points_x=[1.0], points_y=[1.0], labels=[1, 0]), "differ in length"),
+])
+def test_prompt_structure_checked(fields, match):
+    with pytest.raises(InputError, match=match):
+        prompt_from_request(AddPrompt.Request(**fields), (6, 8))
+
+
+def test_mask_prompt_checked():
+    req = AddPrompt.Request()
+    fill_image(req.mask, np.zeros((6, 8), np.uint8), "mono8")
+    with pytest.raises(InputError, match="mask prompt is empty"):
+        prompt_from_request(req, (6, 8))
+    with pytest.raises(InputError, match="mask prompt is 8x6, the frame is 16x12"):
+        prompt_from_request(req, (12, 16))
+    fill_image(req.mask, np.zeros((6, 8, 3), np.uint8), "rgb8")
+    with pytest.raises(InputError, match="must be mono8"):
+        prompt_from_request(req, (6, 8))
+
+
+# ------------------------------------------------------------------ parameters
+@pytest.mark.parametrize("name,value,match", [
+    ("image_size", 100, "multiple of 32"),
+    ("image_size", "256", "expected int"),
+    ("model", "sam3_huge", "unknown model"),
+    ("backend", "tflite", "must be one of torch, onnxruntime, tensorrt"),
+    ("device", "gpu", "'cpu', 'cuda' or 'cuda:N'"),
+    ("max_objects", 0, r"\[1, 65535\]"),
+    ("presence_threshold", 1.5, r"\[0.0, 1.0\]"),
+    ("presence_threshold", float("nan"), r"\[0.0, 1.0\]"),
+    ("input_transport", "theora", "raw, compressed"),
+    ("input_qos", "best", "sensor_data, reliable"),
+    ("prompt_window_s", -1.0, "number in"),
+    ("no_such_parameter", 1, "unknown parameter"),
+])
+def test_invalid_parameters_refused_with_reason(name, value, match):
+    reason = check_parameter(name, value)
+    assert reason is not None and name in reason
+    assert __import__("re").search(match, reason), reason
+
+
+def test_valid_parameters_and_int_for_float():
+    assert check_parameter("image_size", 1024) is None
+    assert check_parameter("prompt_window_s", 1) is None  # an int where a float is expected
+    cfg = NodeConfig.from_values({**defaults(), "prompt_window_s": 1, "max_objects": 300})
+    assert cfg.prompt_window_s == 1.0 and cfg.label_encoding == "mono16"
+    with pytest.raises(ValueError, match="device='tpu' must be.*image_size=100 must be a multiple"):
+        NodeConfig.from_values({**defaults(), "image_size": 100, "device": "tpu"})
+
+
+def test_yaml_lists_every_parameter_with_its_default():
+    """config/sam2.yaml and the node's declared defaults say the same thing."""
+    params = yaml.safe_load((ROOT / "config" / "sam2.yaml").read_text())["/**"]["ros__parameters"]
+    assert set(params) == set(PARAMETERS)
+    for name, value in params.items():
+        assert check_parameter(name, value) is None
+        assert value == PARAMETERS[name].default, name
+
+
+# ---------------------------------------------------------- worker and window
+def test_worker_takes_only_the_newest_frame_and_runs_jobs_first():
+    seen, gate = [], threading.Event()
+
+    def process(item):
+        gate.wait(5)
+        seen.append(item)
+
+    worker = LatestFrameWorker(process, on_error=lambda e: seen.append(e)).start()
+    try:
+        worker.offer(1)
+        time.sleep(0.1)  # 1 is being processed (blocked on the gate)
+        for i in range(2, 50):
+            worker.offer(i)  # replace each other: no queue grows
+        gate.set()
+        assert worker.run_job(lambda: "job", timeout=5) == "job"
+        end = time.monotonic() + 5
+        while seen[-1:] != [49] and time.monotonic() < end:
+            time.sleep(0.01)
+        assert seen == [1, 49]
+        with pytest.raises(KeyError, match="boom"):
+            worker.run_job(lambda: {}["boom"], timeout=5)
+    finally:
+        worker.stop()
+
+
+def test_worker_survives_a_failing_frame_and_times_out_jobs():
+    errors, gate = [], threading.Event()
+
+    def process(item):
+        if item == "bad":
+            raise RuntimeError("bad frame")
+        gate.wait(5)
+
+    worker = LatestFrameWorker(process, on_error=errors.append).start()
+    try:
+        worker.offer("bad")
+        assert worker.run_job(lambda: 1, timeout=5) == 1
+        worker.offer("slow")
+        time.sleep(0.1)
+        with pytest.raises(TimeoutError, match="did not answer within 0.2 s"):
+            worker.run_job(lambda: 2, timeout=0.2)
+        gate.set()
+        assert worker.run_job(lambda: 3, timeout=5) == 3
+        assert [str(e) for e in errors] == ["bad frame"]
+    finally:
+        worker.stop()
+
+
+def test_frame_window_is_bounded_in_time_and_count():
+    window = FrameWindow(window_s=0.5, max_frames=3)
+    now = time.monotonic()
+    for i in range(5):
+        window.push(Frame(i + 1, 100 + i, None, received=now - 1.0 + 0.1 * i))
+    assert window.newest().seq == 5
+    assert window.find(100) is None and window.find(101) is None  # evicted (count)
+    window.push(Frame(6, 200, None, received=now))
+    assert window.find(104) is None  # older than 0.5 s
+    assert window.find(200).seq == 6
