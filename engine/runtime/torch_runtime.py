@@ -1,0 +1,76 @@
+"""torch backend: ``SAM2Model`` itself, eager, with optional torch.compile on a CUDA GPU.
+
+``compile=True`` (CUDA only) compiles the image encoder and a fixed-capacity memory attention
+with mode "reduce-overhead" (CUDA graphs). The memory is padded to the fixed capacity (as for
+the exported graphs), so the attention sees one shape per object count; outputs are cloned,
+since a graph's output buffers are overwritten by its next replay and the tracker keeps
+features across calls. On CPU it is refused: minutes of compilation for little gain.
+"""
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+from ..export.layout import MemoryCapacity, pad_to_capacity
+from ..model.sam2 import DecoderOutput, ImageFeatures, SAM2Model
+
+
+class TorchRuntime:
+    """SAM 2 in eager torch (the reference backend)."""
+
+    name = "torch"
+
+    def __init__(self, model: SAM2Model, device=None, compile: bool = False,
+                 capacity: MemoryCapacity | None = None) -> None:
+        device = torch.device(device) if device is not None else next(model.parameters()).device
+        if compile and device.type != "cuda":
+            raise ValueError(f"compile=True needs a CUDA device (torch.compile and CUDA graphs "
+                             f"pay off on GPU only), got device {device}")
+        self.model = model.to(device).eval()
+        self.cfg = model.cfg
+        self.device = device
+        self.capacity = capacity or MemoryCapacity.of(model.cfg)
+        self._encode = self.model.encode_image
+        self._attend_fixed = None
+        if compile:
+            self._compile()
+
+    def _compile(self) -> None:
+        from ..export.parts import MemoryAttentionPart
+
+        self._encode = torch.compile(self.model.encode_image, mode="reduce-overhead")
+        self._attend_fixed = torch.compile(MemoryAttentionPart(self.model, self.capacity),
+                                           mode="reduce-overhead")
+
+    def encode_image(self, image: Tensor) -> ImageFeatures:
+        if self._attend_fixed is None:
+            return self._encode(image)
+        f = self._encode(image)
+        return ImageFeatures(f.feat.clone(), f.pos.clone(), [t.clone() for t in f.high_res])
+
+    def attend_memory(self, feat: Tensor, pos: Tensor, memory: Tensor, memory_pos: Tensor,
+                      num_obj_ptr_tokens: int, memory_valid: Tensor | None = None) -> Tensor:
+        if self._attend_fixed is None:
+            return self.model.attend_memory(feat, pos, memory, memory_pos, num_obj_ptr_tokens,
+                                            memory_valid)
+        memory, memory_pos, valid = pad_to_capacity(self.cfg, self.capacity, memory, memory_pos,
+                                                    num_obj_ptr_tokens, memory_valid)
+        return self._attend_fixed(feat, pos, memory, memory_pos, valid).clone()
+
+    def decode(self, feat: Tensor, high_res: list[Tensor], point_coords: Tensor | None,
+               point_labels: Tensor | None, mask_logits: Tensor | None,
+               multimask: bool) -> DecoderOutput:
+        return self.model.decode(feat, high_res, point_coords, point_labels, mask_logits,
+                                 multimask)
+
+    def decode_mask_prompt(self, feat: Tensor, high_res: list[Tensor],
+                           mask: Tensor) -> DecoderOutput:
+        return self.model.decode_mask_prompt(feat, high_res, mask)
+
+    def encode_memory(self, feat: Tensor, mask_logits_high_res: Tensor,
+                      object_score_logits: Tensor) -> tuple[Tensor, Tensor]:
+        return self.model.encode_memory(feat, mask_logits_high_res, object_score_logits)
+
+    def encode_prompt_memory(self, feat: Tensor, mask_logits_high_res: Tensor,
+                             object_score_logits: Tensor) -> tuple[Tensor, Tensor]:
+        return self.model.encode_prompt_memory(feat, mask_logits_high_res, object_score_logits)
