@@ -222,3 +222,30 @@ class SAM2Model(nn.Module):
             absent = (object_score_logits <= 0).float()  # (B, 1)
             features = features + absent[:, :, None, None] * self.no_obj_embed_spatial[:, :, None, None]
         return features, pos
+
+    # --- tracker helpers
+    def encode_prompt_memory(self, feat: torch.Tensor, mask_logits_high_res: torch.Tensor,
+                             object_score_logits: torch.Tensor
+                             ) -> tuple[torch.Tensor, torch.Tensor]:
+        """``encode_memory`` for a frame the user prompted: the mask is binarised (> 0) rather
+        than passed through a sigmoid, so the memory holds exactly the mask the user saw (SAM 2's
+        video predictor sets ``binarize_mask_from_pts_for_mem_enc``). Same shapes as
+        ``encode_memory``."""
+        cfg = self.cfg
+        hard = (mask_logits_high_res > 0).float()
+        mask = hard * cfg.sigmoid_scale_for_mem_enc + cfg.sigmoid_bias_for_mem_enc
+        features, pos = self.memory_encoder(feat, mask, skip_mask_sigmoid=True)
+        if self.no_obj_embed_spatial is not None:
+            absent = (object_score_logits <= 0).float()  # (B, 1)
+            embed = self.no_obj_embed_spatial[:, :, None, None]  # (1, 64, 1, 1)
+            features = features + absent[:, :, None, None] * embed
+        return features, pos
+
+    def pointer_tokens_batched(self, ptrs: torch.Tensor,
+                               ptr_pos: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """``pointer_tokens`` with encodings per object: ptrs (B, P, 256), ptr_pos (B, P, 64) ->
+        tokens (B, P*4, 64) and their encodings (B, P*4, 64)."""
+        b, p, c = ptrs.shape
+        split = c // self.cfg.mem_dim
+        tokens = ptrs.reshape(b, p * split, self.cfg.mem_dim)  # (B, P, 256) -> (B, 4P, 64)
+        return tokens, ptr_pos.repeat_interleave(split, dim=1)  # (B, P, 64) -> (B, 4P, 64)

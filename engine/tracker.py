@@ -1,0 +1,360 @@
+"""Streaming SAM 2: follow prompted objects through a live stream, one frame at a time.
+
+Per frame (``track``): the image encoder runs once; then every object, as one batch, attends to
+its own memory bank, goes through the mask decoder and the memory encoder, and its bank takes
+the new memory. Objects whose banks hold different numbers of memories are padded to a common
+length and the padding is masked out of the attention.
+
+Prompts (``add_prompt``) apply to the most recently tracked frame. A new object id starts a new
+object there (decoded without memory, as SAM 2 does on an initial conditioning frame); more
+clicks on an object refine it on that frame (clicks accumulate, the previous mask logits are fed
+back). Either way the frame becomes a prompted (conditioning) frame of that object.
+
+Behaviour follows SAM 2's video predictor (``sam2==1.1.0``) with these streaming choices:
+frames are never read ahead; a frame's own result never conditions itself; object-pointer
+temporal encodings are normalised by ``max_obj_ptrs - 1`` (the reference uses
+``min(num_frames, max_obj_ptrs) - 1``: the same once a video has 16 frames); a refinement click
+makes its frame a prompted frame (the reference's ``add_all_frames_to_correct_as_cond=True``);
+small holes in masks are not filled (the reference fills them only with its CUDA extension).
+Nothing is kept per processed frame beyond the fixed-capacity banks (see ``memory_bank``).
+"""
+from __future__ import annotations
+
+import math
+import threading
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from .memory_bank import MemoryBank, MemoryEntry, MemorySelection
+from .model.sam2 import DecoderOutput, ImageFeatures, SAM2Model
+from .prompts import Prompt, check_object_id, parse_prompt
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+PREV_LOGITS_CLAMP = 32.0  # previous mask logits fed back with new clicks are clamped to +-this
+MEMORY_DTYPE = torch.bfloat16  # spatial memories are stored as SAM 2's predictor stores them
+
+
+@dataclass(frozen=True)
+class ObjectResult:
+    """One object on one frame.
+
+    mask: (H, W) bool at the frame's resolution; presence: probability that the object is in
+    the frame (sigmoid of ``presence_logit``); iou: the decoder's estimate of the mask's IoU;
+    box: (x0, y0, x1, y1) inclusive pixel bounds of the mask, None when the mask is empty.
+    """
+
+    obj_id: int
+    mask: np.ndarray
+    presence: float
+    presence_logit: float
+    iou: float
+    box: tuple[int, int, int, int] | None
+
+
+@dataclass(frozen=True)
+class FrameResult:
+    """Every tracked object on one frame (``frame_index`` counts ``track`` calls from 0)."""
+
+    frame_index: int
+    objects: dict[int, ObjectResult]
+
+
+@dataclass(frozen=True)
+class _Frame:
+    """The most recently tracked frame: prompts apply to it."""
+
+    index: int
+    height: int
+    width: int
+    features: ImageFeatures  # batch 1
+
+
+@dataclass(frozen=True)
+class _FrameInputs:
+    """An object's interaction state on one frame.
+
+    initial: first prompted on this frame (decoded without memory); coords (1, N, 2) and
+    labels (1, N): the clicks so far on this frame; logits (1, 1, 4h, 4w): its latest low-res
+    mask logits on this frame (fed back with further clicks).
+    """
+
+    frame_index: int
+    initial: bool
+    coords: torch.Tensor | None = None
+    labels: torch.Tensor | None = None
+    logits: torch.Tensor | None = None
+
+
+@dataclass
+class _Object:
+    bank: MemoryBank
+    inputs: _FrameInputs
+
+
+@dataclass(frozen=True)
+class _Memory:
+    """Memory-attention input for B objects: tokens, pos (B, M, 64); valid (B, M) or None."""
+
+    tokens: torch.Tensor
+    pos: torch.Tensor
+    valid: torch.Tensor | None
+    num_pointer_tokens: int
+
+
+class StreamingTracker:
+    """SAM 2 video tracking over a live stream; see the module docstring."""
+
+    def __init__(self, model: SAM2Model, max_objects: int = 16, max_cond_frames: int = 4) -> None:
+        if not isinstance(max_objects, int) or max_objects < 1:
+            raise ValueError(f"max_objects must be a positive integer, got {max_objects!r}")
+        self.model = model.eval()
+        self.cfg = model.cfg
+        self.max_objects = max_objects
+        self.max_cond_frames = max_cond_frames
+        self.device = next(model.parameters()).device
+        self._mean = torch.tensor(IMAGENET_MEAN, device=self.device).view(1, 3, 1, 1)
+        self._std = torch.tensor(IMAGENET_STD, device=self.device).view(1, 3, 1, 1)
+        self._objects: dict[int, _Object] = {}
+        self._frame: _Frame | None = None
+        self._next_index = 0
+        self._memory_pos: torch.Tensor | None = None  # (num_maskmem, h*w, 64), by temporal slot
+        self._lock = threading.RLock()
+        self._new_bank()  # checks max_cond_frames now rather than at the first prompt
+
+    @classmethod
+    def from_checkpoint(cls, path: str | Path, model_name: str, image_size: int | None = None,
+                        device: str | torch.device = "cpu", **kwargs) -> "StreamingTracker":
+        """Load Meta's checkpoint ``path`` for model ``model_name`` (e.g. sam2.1_hiera_tiny)."""
+        from .checkpoint import load_model
+
+        return cls(load_model(path, model_name, image_size=image_size, device=device), **kwargs)
+
+    # ----------------------------------------------------------------- public
+    @property
+    def object_ids(self) -> list[int]:
+        return list(self._objects)
+
+    @property
+    def frame_index(self) -> int | None:
+        """Index of the most recently tracked frame (None before the first)."""
+        return None if self._frame is None else self._frame.index
+
+    def bank(self, obj_id: int) -> MemoryBank:
+        return self._object(obj_id).bank
+
+    @torch.inference_mode()
+    def track(self, frame: np.ndarray) -> FrameResult:
+        """Track every object on ``frame``, an (H, W, 3) uint8 RGB image of any size."""
+        image = self._preprocess(frame)
+        with self._lock:
+            height, width = frame.shape[:2]
+            features = self.model.encode_image(image)
+            self._frame = _Frame(self._next_index, height, width, features)
+            self._next_index += 1
+            ids = list(self._objects)
+            if not ids:
+                return FrameResult(self._frame.index, {})
+            out = self._track_objects(ids)
+            return FrameResult(self._frame.index, self._results(ids, out))
+
+    @torch.inference_mode()
+    def add_prompt(self, obj_id: int, points=None, labels=None, box=None,
+                   mask=None) -> ObjectResult:
+        """Prompt object ``obj_id`` on the current frame: clicks ``points`` (N, 2) as (x, y)
+        pixels with ``labels`` (N,) 1/0, and/or a ``box`` (x0, y0, x1, y1), or a ``mask`` (H, W).
+        A new id starts a new object; a known one is refined. Returns its result on this frame."""
+        with self._lock:
+            frame = self._require_frame()
+            obj_id = check_object_id(obj_id)
+            prompt = parse_prompt(points, labels, box, mask, frame_hw=(frame.height, frame.width),
+                                  image_size=self.cfg.image_size, device=self.device)
+            obj = self._objects.get(obj_id)
+            if obj is None:
+                obj = self._new_object(obj_id)
+            inputs = obj.inputs
+            if inputs.frame_index != frame.index:  # not tracked on this frame: starts afresh
+                inputs = _FrameInputs(frame.index, initial=True)
+            out, inputs = self._decode_prompt(obj.bank, inputs, prompt)
+            high_res = self.model.upscale_masks(out.low_res_masks)
+            memory, pos = self.model.encode_prompt_memory(frame.features.feat, high_res,
+                                                          out.object_score_logits)
+            obj.bank.add_prompted(self._entry(frame.index, memory, pos, out.obj_ptr, 0))
+            obj.inputs = inputs
+            self._objects[obj_id] = obj
+            return self._results([obj_id], out)[obj_id]
+
+    def remove_object(self, obj_id: int) -> None:
+        with self._lock:
+            self._object(obj_id)
+            del self._objects[obj_id]
+
+    def reset(self) -> None:
+        """Drop every object and its memory; the current frame can still be prompted."""
+        with self._lock:
+            self._objects.clear()
+
+    # --------------------------------------------------------------- tracking
+    def _track_objects(self, ids: list[int]) -> DecoderOutput:
+        frame = self._frame
+        feats = frame.features.expand(len(ids))
+        selections = [self._objects[i].bank.select(frame.index) for i in ids]
+        conditioned = self._attend(feats, selections)
+        out = self.model.decode(conditioned, feats.high_res, None, None, None,
+                                multimask=self._multimask(initial=False, num_points=0))
+        memory, pos = self.model.encode_memory(feats.feat, self.model.upscale_masks(
+            out.low_res_masks), out.object_score_logits)
+        for b, obj_id in enumerate(ids):
+            obj = self._objects[obj_id]
+            obj.bank.add_tracked(self._entry(frame.index, memory, pos, out.obj_ptr, b))
+            obj.inputs = _FrameInputs(frame.index, initial=False,
+                                      logits=out.low_res_masks[b:b + 1].clone())
+        return out
+
+    def _decode_prompt(self, bank: MemoryBank, inputs: _FrameInputs,
+                       prompt: Prompt) -> tuple[DecoderOutput, _FrameInputs]:
+        """Decode one object's prompt on the current frame; returns its output and new state."""
+        feats = self._frame.features
+        if prompt.mask is not None:  # the mask is the output (use_mask_input_as_output_without_sam)
+            out = self.model.decode_mask_prompt(feats.feat, feats.high_res, prompt.mask)
+            return out, replace(inputs, coords=None, labels=None, logits=out.low_res_masks)
+        coords, labels = prompt.coords, prompt.labels
+        if not prompt.has_box and inputs.coords is not None:  # a box starts the clicks afresh
+            coords = torch.cat([inputs.coords, coords], dim=1)
+            labels = torch.cat([inputs.labels, labels], dim=1)
+        prev = inputs.logits
+        if prev is not None:
+            prev = prev.clamp(-PREV_LOGITS_CLAMP, PREV_LOGITS_CLAMP)
+        if inputs.initial:
+            conditioned = self.model.add_no_memory(feats.feat)
+        else:
+            conditioned = self._attend(feats, [bank.select(self._frame.index)])
+        multimask = self._multimask(inputs.initial, num_points=labels.shape[1])
+        out = self.model.decode(conditioned, feats.high_res, coords, labels, prev, multimask)
+        return out, replace(inputs, coords=coords, labels=labels, logits=out.low_res_masks)
+
+    def _multimask(self, initial: bool, num_points: int) -> bool:
+        """SAM 2's rule for three candidate masks (``_use_multimask``)."""
+        c = self.cfg
+        return (c.multimask_output_in_sam and (initial or c.multimask_output_for_tracking)
+                and c.multimask_min_pt_num <= num_points <= c.multimask_max_pt_num)
+
+    # ----------------------------------------------------------------- memory
+    def _attend(self, feats: ImageFeatures, selections: list[MemorySelection]) -> torch.Tensor:
+        """Frame features (B, 256, h, w) conditioned on each object's selected memories."""
+        memory = self._assemble(selections)
+        return self.model.attend_memory(feats.feat, feats.pos, memory.tokens, memory.pos,
+                                        memory.num_pointer_tokens, memory.valid)
+
+    def _assemble(self, selections: list[MemorySelection]) -> _Memory:
+        """Pad each object's memories to a common length: spatial memories (h*w tokens each)
+        first, then object pointers (d_model / mem_dim tokens each)."""
+        hw, mem_dim = self.cfg.feat_size ** 2, self.cfg.mem_dim
+        split = self.cfg.d_model // mem_dim
+        n_spatial = max(len(s.spatial) for s in selections)
+        n_ptrs = max(len(s.pointers) for s in selections)
+        b, start = len(selections), n_spatial * hw
+        tokens = torch.zeros(b, start + n_ptrs * split, mem_dim, device=self.device)
+        pos = torch.zeros_like(tokens)
+        valid = torch.zeros(b, tokens.shape[1], dtype=torch.bool, device=self.device)
+        ptrs = torch.zeros(b, n_ptrs, self.cfg.d_model, device=self.device)
+        ago = torch.zeros(b, n_ptrs, device=self.device)
+        for i, sel in enumerate(selections):
+            for j, (features, slot) in enumerate(sel.spatial):
+                tokens[i, j * hw:(j + 1) * hw] = features
+                pos[i, j * hw:(j + 1) * hw] = self._memory_pos[slot]
+            valid[i, :len(sel.spatial) * hw] = True
+            for j, (pointer, frames_ago) in enumerate(sel.pointers):
+                ptrs[i, j], ago[i, j] = pointer, frames_ago
+            valid[i, start:start + len(sel.pointers) * split] = True
+        ptr_pos = self.model.pointer_pos(ago.flatten(), self.cfg.max_obj_ptrs)
+        ptr_tokens, ptr_tok_pos = self.model.pointer_tokens_batched(
+            ptrs, ptr_pos.view(b, n_ptrs, mem_dim))
+        tokens[:, start:], pos[:, start:] = ptr_tokens, ptr_tok_pos
+        return _Memory(tokens, pos, None if bool(valid.all()) else valid, n_ptrs * split)
+
+    def _entry(self, frame_index: int, memory: torch.Tensor, pos: torch.Tensor,
+               pointers: torch.Tensor, b: int) -> MemoryEntry:
+        """Object ``b``'s bank entry from a batch: memory, pos (B, 64, h, w), pointers (B, 256)."""
+        if self._memory_pos is None:  # the same for every frame: tabulate once per slot
+            self._memory_pos = torch.cat([self.model.spatial_memory_pos(pos[:1], t)
+                                          for t in range(self.cfg.num_maskmem)])
+        features = memory[b].flatten(1).transpose(0, 1)  # (64, h, w) -> (h*w, 64)
+        return MemoryEntry(frame_index, features.to(MEMORY_DTYPE).clone(), pointers[b].clone())
+
+    # ---------------------------------------------------------------- objects
+    def _new_bank(self) -> MemoryBank:
+        return MemoryBank(self.cfg.num_maskmem, self.cfg.max_obj_ptrs, self.max_cond_frames)
+
+    def _new_object(self, obj_id: int) -> _Object:
+        """A fresh object (not yet registered: that happens once its prompt succeeded)."""
+        if len(self._objects) >= self.max_objects:
+            raise ValueError(f"cannot add object {obj_id}: already tracking max_objects="
+                             f"{self.max_objects} objects (ids {self.object_ids}); remove one "
+                             "or raise max_objects")
+        return _Object(self._new_bank(), _FrameInputs(self._frame.index, initial=True))
+
+    def _object(self, obj_id: int) -> _Object:
+        if obj_id not in self._objects:
+            raise KeyError(f"unknown object id {obj_id!r}; tracked ids: {self.object_ids}")
+        return self._objects[obj_id]
+
+    def _require_frame(self) -> _Frame:
+        if self._frame is None:
+            raise RuntimeError("no frame yet: call track(frame) before add_prompt, prompts "
+                               "apply to the most recently tracked frame")
+        return self._frame
+
+    # ------------------------------------------------------------- frames i/o
+    def _preprocess(self, frame: np.ndarray) -> torch.Tensor:
+        """(H, W, 3) uint8 RGB -> (1, 3, S, S) float32, resized and ImageNet-normalised."""
+        check_frame(frame)
+        s = self.cfg.image_size
+        image = torch.from_numpy(np.ascontiguousarray(frame)).permute(2, 0, 1)[None]
+        if image.shape[-2:] != (s, s):  # uint8 bicubic with antialias: what PIL does for SAM 2
+            image = F.interpolate(image, size=(s, s), mode="bicubic", align_corners=False,
+                                  antialias=True)
+        image = image.to(self.device).float() / 255.0
+        return (image - self._mean) / self._std
+
+    def _results(self, ids: list[int], out: DecoderOutput) -> dict[int, ObjectResult]:
+        """Masks at the frame's resolution (bilinear upsampling of the logits, > 0)."""
+        size = (self._frame.height, self._frame.width)
+        logits = out.low_res_masks
+        if logits.shape[-2:] != size:
+            logits = F.interpolate(logits, size=size, mode="bilinear", align_corners=False)
+        masks = (logits[:, 0] > 0).cpu().numpy()
+        presence = out.object_score_logits[:, 0].tolist()
+        ious = out.best_iou.tolist()
+        return {obj_id: ObjectResult(obj_id, masks[b], _sigmoid(presence[b]), presence[b],
+                                     ious[b], mask_box(masks[b]))
+                for b, obj_id in enumerate(ids)}
+
+
+def check_frame(frame) -> None:
+    """A frame must be an (H, W, 3) uint8 RGB numpy array with H, W > 0."""
+    if not isinstance(frame, np.ndarray):
+        raise ValueError(f"frame must be a numpy array of shape (H, W, 3), dtype uint8 (RGB); "
+                         f"got {type(frame).__name__}")
+    if frame.dtype != np.uint8:
+        raise ValueError(f"frame must have dtype uint8 (RGB 0-255), got {frame.dtype}")
+    if frame.ndim != 3 or frame.shape[2] != 3 or 0 in frame.shape:
+        raise ValueError(f"frame must have shape (H, W, 3) with H, W > 0 (RGB), "
+                         f"got {frame.shape}")
+
+
+def mask_box(mask: np.ndarray) -> tuple[int, int, int, int] | None:
+    """(x0, y0, x1, y1) inclusive bounds of a bool (H, W) mask; None when it is empty."""
+    cols = np.flatnonzero(mask.any(axis=0))
+    if cols.size == 0:
+        return None
+    rows = np.flatnonzero(mask.any(axis=1))
+    return int(cols[0]), int(rows[0]), int(cols[-1]), int(rows[-1])
+
+
+def _sigmoid(x: float) -> float:
+    return 1.0 / (1.0 + math.exp(-x)) if x >= 0 else math.exp(x) / (1.0 + math.exp(x))
