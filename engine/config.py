@@ -14,6 +14,7 @@ MEM_DIM = 64  # width of a spatial memory (memory encoder output)
 BACKBONE_STRIDE = 16  # image pixels per cell of the lowest-resolution feature map used
 NUM_MASKMEM = 7  # spatial memories attended to: 1 prompted + 6 most recent (SAM 2 default)
 MAX_OBJ_PTRS = 16  # object pointers attended to
+MAX_COND_FRAMES = 4  # prompted frames a tracker keeps per object (the project's default)
 
 
 @dataclass(frozen=True)
@@ -55,6 +56,10 @@ class ModelConfig:
     memory_attention_layers: int = 4
     memory_attention_ffn_dim: int = 2048
     memory_encoder_fuser_layers: int = 2
+    # Mask-decoder widths (two-way transformer MLP, its heads, the IoU head's hidden layer).
+    decoder_mlp_dim: int = 2048
+    decoder_num_heads: int = 8
+    iou_head_hidden_dim: int = 256
     fpn_top_down_levels: tuple[int, ...] = (2, 3)
     # SAM 2.1 additions: a learned memory embedding for absent objects and temporal position
     # encodings (signed, projected) on object pointers.
@@ -129,9 +134,37 @@ def _build_table() -> dict[str, ModelConfig]:
 
 MODELS: dict[str, ModelConfig] = _build_table()
 
+# The project's own compact model (SAM 2.1 architecture, reduced widths and depths), trained on
+# the synthetic world of ``engine.synthetic`` by ``engine.train``; weights in engine/weights/.
+# Not one of Meta's models, so it has no reference config and is kept out of ``MODELS``.
+# 3.08 M parameters (12.3 MB in fp32); a small Hiera (5 blocks, widths 32..256), d_model 128,
+# 2 memory-attention layers, narrower feed-forwards; image_size 192 as trained. The stage-3/4
+# blocks attend globally, so other sizes (multiples of 32) also run. One mask per prompt (no
+# multimask candidates): in this world a click is not ambiguous, and a small model's IoU head
+# picks among candidates less reliably than its single-mask token segments.
+COMPACT = ModelConfig(
+    name="sam2_ros_compact", version="2.1", size="compact",
+    checkpoint_name="sam2_ros_compact.pt",
+    hiera=HieraConfig(embed_dim=32, num_heads=1, stages=(1, 1, 2, 1), global_att_blocks=(2, 3, 4),
+                      window_spec=(8, 4, 12, 6), window_pos_embed_bkg_spatial_size=(8, 8)),
+    image_size=192, d_model=128, mem_dim=64, memory_attention_layers=2,
+    memory_attention_ffn_dim=512, decoder_mlp_dim=512, decoder_num_heads=4,
+    iou_head_hidden_dim=128, multimask_output_in_sam=False, multimask_output_for_tracking=False,
+    dynamic_multimask_via_stability=False, **_V21)
+
+PROJECT_MODELS: dict[str, ModelConfig] = {COMPACT.name: COMPACT}
+
+
+def known_models() -> list[str]:
+    """Every model name ``get_config`` accepts: Meta's published ones and the project's own."""
+    return sorted(MODELS) + sorted(PROJECT_MODELS)
+
 
 def reference_config_name(cfg: ModelConfig) -> str:
     """The name of the matching config in Meta's package (for the oracle in tests)."""
+    if cfg.size not in _SIZES:
+        raise ValueError(f"model {cfg.name} is not one of Meta's published models: "
+                         "it has no reference config")
     short = _SIZES[cfg.size][0]
     if cfg.version == "2.1":
         return f"configs/sam2.1/sam2.1_hiera_{short}.yaml"
@@ -139,9 +172,11 @@ def reference_config_name(cfg: ModelConfig) -> str:
 
 
 def get_config(name: str, **overrides) -> ModelConfig:
-    """Look a model up by name (``sam2.1_hiera_tiny``, ...) and apply overrides."""
+    """Look a model up by name (``sam2.1_hiera_tiny``, ..., ``sam2_ros_compact``) and apply
+    overrides."""
     from dataclasses import replace
 
-    if name not in MODELS:
-        raise KeyError(f"unknown model {name!r}; known models: {', '.join(sorted(MODELS))}")
-    return replace(MODELS[name], **overrides) if overrides else MODELS[name]
+    table = {**MODELS, **PROJECT_MODELS}
+    if name not in table:
+        raise KeyError(f"unknown model {name!r}; known models: {', '.join(known_models())}")
+    return replace(table[name], **overrides) if overrides else table[name]

@@ -29,8 +29,11 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from .config import MAX_COND_FRAMES, ModelConfig
+from .export.layout import MemoryCapacity
 from .memory_bank import MemoryBank, MemoryEntry, MemorySelection
 from .model.sam2 import DecoderOutput, ImageFeatures, SAM2Model
+from .runtime import Runtime, TorchRuntime
 from .prompts import Prompt, check_object_id, parse_prompt
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -106,17 +109,32 @@ class _Memory:
     num_pointer_tokens: int
 
 
+def _check_capacity(runtime: Runtime, cfg: ModelConfig, max_cond_frames: int) -> None:
+    """A graph runtime's fixed memory capacity must hold everything the banks can select."""
+    have = getattr(runtime, "capacity", None)
+    need = MemoryCapacity.for_bank(cfg, max_cond_frames)
+    if have is not None and (have.spatial < need.spatial or have.pointers < need.pointers):
+        raise ValueError(
+            f"the {runtime.name} runtime holds {have.spatial} spatial memories and "
+            f"{have.pointers} object pointers, but max_cond_frames={max_cond_frames} needs "
+            f"{need.spatial} and {need.pointers}: build it with "
+            f"capacity=MemoryCapacity.for_bank(cfg, {max_cond_frames})")
+
+
 class StreamingTracker:
     """SAM 2 video tracking over a live stream; see the module docstring."""
 
-    def __init__(self, model: SAM2Model, max_objects: int = 16, max_cond_frames: int = 4) -> None:
+    def __init__(self, model: SAM2Model, max_objects: int = 16,
+                 max_cond_frames: int = MAX_COND_FRAMES, runtime: Runtime | None = None) -> None:
         if not isinstance(max_objects, int) or max_objects < 1:
             raise ValueError(f"max_objects must be a positive integer, got {max_objects!r}")
-        self.model = model.eval()
+        self.model = model.eval()  # config and glue (position encodings, upscaling)
+        self.runtime = runtime if runtime is not None else TorchRuntime(self.model)
+        _check_capacity(self.runtime, model.cfg, max_cond_frames)
         self.cfg = model.cfg
         self.max_objects = max_objects
         self.max_cond_frames = max_cond_frames
-        self.device = next(model.parameters()).device
+        self.device = self.runtime.device
         self._mean = torch.tensor(IMAGENET_MEAN, device=self.device).view(1, 3, 1, 1)
         self._std = torch.tensor(IMAGENET_STD, device=self.device).view(1, 3, 1, 1)
         self._objects: dict[int, _Object] = {}
@@ -153,7 +171,7 @@ class StreamingTracker:
         image = self._preprocess(frame)
         with self._lock:
             height, width = frame.shape[:2]
-            features = self.model.encode_image(image)
+            features = self.runtime.encode_image(image)
             self._frame = _Frame(self._next_index, height, width, features)
             self._next_index += 1
             ids = list(self._objects)
@@ -181,7 +199,7 @@ class StreamingTracker:
                 inputs = _FrameInputs(frame.index, initial=True)
             out, inputs = self._decode_prompt(obj.bank, inputs, prompt)
             high_res = self.model.upscale_masks(out.low_res_masks)
-            memory, pos = self.model.encode_prompt_memory(frame.features.feat, high_res,
+            memory, pos = self.runtime.encode_prompt_memory(frame.features.feat, high_res,
                                                           out.object_score_logits)
             obj.bank.add_prompted(self._entry(frame.index, memory, pos, out.obj_ptr, 0))
             obj.inputs = inputs
@@ -204,9 +222,9 @@ class StreamingTracker:
         feats = frame.features.expand(len(ids))
         selections = [self._objects[i].bank.select(frame.index) for i in ids]
         conditioned = self._attend(feats, selections)
-        out = self.model.decode(conditioned, feats.high_res, None, None, None,
+        out = self.runtime.decode(conditioned, feats.high_res, None, None, None,
                                 multimask=self._multimask(initial=False, num_points=0))
-        memory, pos = self.model.encode_memory(feats.feat, self.model.upscale_masks(
+        memory, pos = self.runtime.encode_memory(feats.feat, self.model.upscale_masks(
             out.low_res_masks), out.object_score_logits)
         for b, obj_id in enumerate(ids):
             obj = self._objects[obj_id]
@@ -220,7 +238,7 @@ class StreamingTracker:
         """Decode one object's prompt on the current frame; returns its output and new state."""
         feats = self._frame.features
         if prompt.mask is not None:  # the mask is the output (use_mask_input_as_output_without_sam)
-            out = self.model.decode_mask_prompt(feats.feat, feats.high_res, prompt.mask)
+            out = self.runtime.decode_mask_prompt(feats.feat, feats.high_res, prompt.mask)
             return out, replace(inputs, coords=None, labels=None, logits=out.low_res_masks)
         coords, labels = prompt.coords, prompt.labels
         if not prompt.has_box and inputs.coords is not None:  # a box starts the clicks afresh
@@ -234,7 +252,7 @@ class StreamingTracker:
         else:
             conditioned = self._attend(feats, [bank.select(self._frame.index)])
         multimask = self._multimask(inputs.initial, num_points=labels.shape[1])
-        out = self.model.decode(conditioned, feats.high_res, coords, labels, prev, multimask)
+        out = self.runtime.decode(conditioned, feats.high_res, coords, labels, prev, multimask)
         return out, replace(inputs, coords=coords, labels=labels, logits=out.low_res_masks)
 
     def _multimask(self, initial: bool, num_points: int) -> bool:
@@ -247,7 +265,7 @@ class StreamingTracker:
     def _attend(self, feats: ImageFeatures, selections: list[MemorySelection]) -> torch.Tensor:
         """Frame features (B, 256, h, w) conditioned on each object's selected memories."""
         memory = self._assemble(selections)
-        return self.model.attend_memory(feats.feat, feats.pos, memory.tokens, memory.pos,
+        return self.runtime.attend_memory(feats.feat, feats.pos, memory.tokens, memory.pos,
                                         memory.num_pointer_tokens, memory.valid)
 
     def _assemble(self, selections: list[MemorySelection]) -> _Memory:

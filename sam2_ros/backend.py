@@ -27,19 +27,17 @@ class Engine:
     backend: str  # runtime and device, for diagnostics
 
 
+_PRECISIONS = {"torch": ("fp32",), "onnxruntime": ("fp32", "fp16"),
+               "tensorrt": ("fp16", "fp32")}
+
+
 def build_engine(cfg: NodeConfig) -> Engine:
     """The tracker ``cfg`` asks for. Raises BackendError naming what is wrong."""
-    if cfg.backend != "torch":
-        raise BackendError(f"backend {cfg.backend!r} is not available in this version of the "
-                           "engine; use backend:=torch")
-    if cfg.precision != "fp32":
-        raise BackendError(f"precision {cfg.precision!r} is not supported by the torch backend "
-                           "yet; use precision:=fp32")
+    if cfg.precision not in _PRECISIONS[cfg.backend]:
+        raise BackendError(f"precision {cfg.precision!r} is not supported by the {cfg.backend} "
+                           f"backend; use one of {', '.join(_PRECISIONS[cfg.backend])}")
     import torch
 
-    from engine.checkpoint import CheckpointError, load_model
-    from engine.config import get_config
-    from engine.model.sam2 import SAM2Model
     from engine.tracker import StreamingTracker
 
     if cfg.device.startswith("cuda") and not torch.cuda.is_available():
@@ -47,22 +45,54 @@ def build_engine(cfg: NodeConfig) -> Engine:
                            "use device:=cpu")
     if cfg.num_threads:
         torch.set_num_threads(cfg.num_threads)
+    model, weights = _load_model(cfg)
+    runtime = _make_runtime(cfg, model)
+
+    def make() -> Any:
+        return StreamingTracker(model, max_objects=cfg.max_objects,
+                                max_cond_frames=cfg.max_cond_frames, runtime=runtime)
+
+    return Engine(make(), make, weights, f"{cfg.backend} {cfg.precision} on {cfg.device}")
+
+
+def _load_model(cfg: NodeConfig) -> tuple[Any, str]:
+    """The SAM2Model of ``cfg`` (checkpoint or seeded random weights) and a description."""
+    import torch
+
+    from engine.checkpoint import CheckpointError, load_model
+    from engine.config import get_config
+    from engine.model.sam2 import SAM2Model
+
     model_cfg = replace(get_config(cfg.model), image_size=cfg.image_size)
     if cfg.checkpoint:
         try:
             model = load_model(cfg.checkpoint, model_cfg, device=cfg.device)
         except CheckpointError as err:
             raise BackendError(str(err)) from err
-        weights = f"{cfg.checkpoint} ({cfg.model}, image_size {cfg.image_size})"
-    else:
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(cfg.seed)
-            model = SAM2Model(model_cfg).to(cfg.device).eval()
-        weights = (f"RANDOM weights ({cfg.model}, seed {cfg.seed}, image_size "
+        return model, f"{cfg.checkpoint} ({cfg.model}, image_size {cfg.image_size})"
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(cfg.seed)
+        model = SAM2Model(model_cfg).to(cfg.device).eval()
+    return model, (f"RANDOM weights ({cfg.model}, seed {cfg.seed}, image_size "
                    f"{cfg.image_size}): {RANDOM_WEIGHTS_WARNING}")
 
-    def make() -> Any:
-        return StreamingTracker(model, max_objects=cfg.max_objects,
-                                max_cond_frames=cfg.max_cond_frames)
 
-    return Engine(make(), make, weights, f"torch {torch.__version__} fp32 on {cfg.device}")
+def _make_runtime(cfg: NodeConfig, model: Any) -> Any:
+    """The runtime of ``cfg.backend`` over ``model``, with a memory capacity that fits the
+    tracker's banks; a backend that cannot run here is refused with its reason."""
+    from engine.export.layout import MemoryCapacity
+    from engine.runtime import make_runtime
+
+    opts: dict[str, Any] = {}
+    if cfg.backend != "torch":
+        opts = {"precision": cfg.precision,
+                "capacity": MemoryCapacity.for_bank(model.cfg, cfg.max_cond_frames),
+                "cache_dir": cfg.engine_dir or None}
+    if cfg.backend == "tensorrt":
+        opts["max_objects"] = cfg.max_objects
+    if cfg.backend == "onnxruntime" and cfg.num_threads:
+        opts["threads"] = cfg.num_threads
+    try:
+        return make_runtime(cfg.backend, model, device=cfg.device, **opts)
+    except (ImportError, RuntimeError, ValueError, OSError) as err:
+        raise BackendError(f"could not start the {cfg.backend} runtime: {err}") from err

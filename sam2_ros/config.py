@@ -68,7 +68,7 @@ class NodeConfig:
                         _model)
     checkpoint: str = _param("", "path of Meta's checkpoint (.pt); empty: random weights "
                                  "(masks are not meaningful, for plumbing tests and demos)")
-    engine_dir: str = _param("", "folder of cached TensorRT engines (backend tensorrt)")
+    engine_dir: str = _param("", "folder of cached ONNX exports and TensorRT engines (onnxruntime, tensorrt); empty: the default cache")
     backend: str = _param("torch", "inference runtime", _one_of(*BACKENDS))
     device: str = _param("cpu", "torch device: cpu, cuda or cuda:N", _device)
     precision: str = _param("fp32", "inference precision", _one_of(*PRECISIONS))

@@ -123,27 +123,10 @@ def test_encode_memory(model, runtimes, backend, method):
 
 # ------------------------------------------------------------------ through the tracker
 
-class _RuntimeBackedModel:
-    """SAM2Model's surface with the heavy calls routed to a Runtime: the tracker runs on any
-    backend unchanged (test-only stand-in for wiring ``StreamingTracker`` to a Runtime)."""
-
-    HEAVY = {"encode_image", "attend_memory", "decode", "decode_mask_prompt", "encode_memory",
-             "encode_prompt_memory"}
-
-    def __init__(self, runtime):
-        self._runtime = runtime
-
-    def eval(self):
-        return self
-
-    def __getattr__(self, name):
-        return getattr(self._runtime if name in self.HEAVY else self._runtime.model, name)
-
-
 def _track(runtime, frames, clicks):
     from engine.tracker import StreamingTracker
 
-    tracker = StreamingTracker(_RuntimeBackedModel(runtime), max_objects=4)
+    tracker = StreamingTracker(runtime.model, max_objects=4, runtime=runtime)
     results = []
     for t, frame in enumerate(frames):
         out = tracker.track(frame)
@@ -159,10 +142,10 @@ def _iou(a, b):
 
 
 def test_tracker_same_masks_on_torch_and_onnxruntime(runtimes):
-    """Six frames, two objects prompted on frame 0, a refinement click on frame 3."""
+    """Eight frames, two objects prompted on frame 0, a refinement click on frame 3."""
     from engine.synthetic import Scene, click_inside
 
-    frames, masks = zip(*Scene(width=160, height=120, num_objects=2, seed=3).frames(6))
+    frames, masks = zip(*Scene(width=160, height=120, num_objects=2, seed=3).frames(8))
     ids = sorted(masks[0])[:2]
     clicks = {0: {i: click_inside(masks[0][i]) for i in ids},
               3: {ids[0]: click_inside(masks[3][ids[0]])}}
@@ -241,10 +224,19 @@ def test_unknown_and_missing_inputs_are_named(runtimes):
 
 def test_memory_beyond_capacity_is_refused(model, runtimes):
     feat, pos, _ = _features(model, 1)
-    n = 8 * HW
+    n = 11 * HW  # the default capacity holds 4 prompted + 6 recent spatial memories
     with pytest.raises(ValueError, match="does not fit the exported capacity"):
         runtimes["onnxruntime"].attend_memory(feat, pos, torch.randn(1, n, 64),
                                               torch.randn(1, n, 64), 0)
+
+
+def test_tracker_refuses_a_runtime_too_small_for_its_banks(model, runtimes):
+    from engine.tracker import StreamingTracker
+
+    with pytest.raises(ValueError, match=r"holds 10 spatial memories and 19 object pointers, "
+                                         r"but max_cond_frames=5 needs 11 and 20"):
+        StreamingTracker(model, max_cond_frames=5, runtime=runtimes["onnxruntime"])
+    StreamingTracker(model, max_cond_frames=4, runtime=runtimes["onnxruntime"])
 
 
 # ------------------------------------------------------------------ choosing a backend

@@ -16,6 +16,7 @@ from pathlib import Path
 
 import torch
 
+from ..config import MAX_COND_FRAMES
 from ..export.layout import MemoryCapacity
 from ..model.sam2 import SAM2Model
 from .base import GraphRuntime, Runtime
@@ -63,12 +64,13 @@ def make_runtime(backend: str, model_or_checkpoint, device="cpu", *,
     ("fp32" | "fp16" graphs), ``log``.
     tensorrt: ``precision`` ("fp16" | "fp32"), ``max_objects``, ``max_points``,
     ``on_mismatch`` ("rebuild" | "refuse"), ``log``. capacity: the fixed memory capacity of
-    the graph backends (default: the model's bank, 7 spatial memories + 16 pointers).
+    the graph backends (default: what a tracker with ``MAX_COND_FRAMES`` prompted frames per
+    object can select: 4 + 6 spatial memories, 4 + 15 pointers).
     """
     if backend not in BACKENDS:
         raise ValueError(f"unknown backend {backend!r}; choose one of {', '.join(BACKENDS)}")
     model = load_sam2(model_or_checkpoint, model_name, image_size)
-    capacity = capacity or MemoryCapacity.of(model.cfg)
+    capacity = capacity or MemoryCapacity.for_bank(model.cfg, MAX_COND_FRAMES)
     cache_dir = Path(cache_dir) if cache_dir is not None else default_cache_dir()
     builders = {"torch": _torch, "onnxruntime": _onnxruntime, "tensorrt": _tensorrt}
     return builders[backend](model, torch.device(device), cache_dir, capacity, **opts)

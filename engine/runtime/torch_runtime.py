@@ -11,6 +11,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
+from ..config import MAX_COND_FRAMES
 from ..export.layout import MemoryCapacity, pad_to_capacity
 from ..model.sam2 import DecoderOutput, ImageFeatures, SAM2Model
 
@@ -29,7 +30,9 @@ class TorchRuntime:
         self.model = model.to(device).eval()
         self.cfg = model.cfg
         self.device = device
-        self.capacity = capacity or MemoryCapacity.of(model.cfg)
+        # Eager attention takes any memory length; only the compiled graph has a fixed capacity.
+        self.capacity = (capacity or MemoryCapacity.for_bank(model.cfg, MAX_COND_FRAMES)
+                         if compile else None)
         self._encode = self.model.encode_image
         self._attend_fixed = None
         if compile:
