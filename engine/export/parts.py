@@ -195,17 +195,10 @@ class MemoryEncoderPart(nn.Module):
 
     def forward(self, feat: Tensor, mask_logits_high_res: Tensor, object_score_logits: Tensor,
                 binarize: Tensor) -> tuple[Tensor, Tensor]:
-        model, cfg = self.model, self.model.cfg
         soft = torch.sigmoid(mask_logits_high_res)
         hard = (mask_logits_high_res > 0).to(soft.dtype)
         mask = torch.where(binarize[:, None, None, None], hard, soft)  # (B, 1, S, S)
-        mask = mask * cfg.sigmoid_scale_for_mem_enc + cfg.sigmoid_bias_for_mem_enc
-        features, pos = model.memory_encoder(feat, mask, skip_mask_sigmoid=True)
-        if model.no_obj_embed_spatial is not None:
-            absent = (object_score_logits <= 0).to(features.dtype)  # (B, 1)
-            no_obj = model.no_obj_embed_spatial[:, :, None, None]  # (1, 64, 1, 1)
-            features = features + absent[:, :, None, None] * no_obj
-        return features, pos
+        return self.model.encode_memory_from_probs(feat, mask, object_score_logits)
 
 
 class MemoryAttentionPart(nn.Module):

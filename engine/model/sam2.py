@@ -214,13 +214,21 @@ class SAM2Model(nn.Module):
         feat (B,256,h,w), mask_logits_high_res (B,1,S,S), object_score_logits (B,1) ->
         features (B,64,h,w) and position encoding (B,64,h,w).
         """
+        return self.encode_memory_from_probs(feat, torch.sigmoid(mask_logits_high_res),
+                                             object_score_logits)
+
+    def encode_memory_from_probs(self, feat: torch.Tensor, mask_prob: torch.Tensor,
+                                 object_score_logits: torch.Tensor
+                                 ) -> tuple[torch.Tensor, torch.Tensor]:
+        """The memory of a mask given as values in [0, 1] (B, 1, S, S); absent objects
+        (object_score_logits (B, 1) <= 0) get the no-object embedding where the config has one."""
         cfg = self.cfg
-        mask = torch.sigmoid(mask_logits_high_res) * cfg.sigmoid_scale_for_mem_enc
-        mask = mask + cfg.sigmoid_bias_for_mem_enc
+        mask = mask_prob * cfg.sigmoid_scale_for_mem_enc + cfg.sigmoid_bias_for_mem_enc
         features, pos = self.memory_encoder(feat, mask, skip_mask_sigmoid=True)
         if self.no_obj_embed_spatial is not None:
-            absent = (object_score_logits <= 0).float()  # (B, 1)
-            features = features + absent[:, :, None, None] * self.no_obj_embed_spatial[:, :, None, None]
+            absent = (object_score_logits <= 0).to(features.dtype)  # (B, 1)
+            embed = self.no_obj_embed_spatial[:, :, None, None]  # (1, 64, 1, 1)
+            features = features + absent[:, :, None, None] * embed
         return features, pos
 
     # --- tracker helpers
@@ -231,15 +239,8 @@ class SAM2Model(nn.Module):
         than passed through a sigmoid, so the memory holds exactly the mask the user saw (SAM 2's
         video predictor sets ``binarize_mask_from_pts_for_mem_enc``). Same shapes as
         ``encode_memory``."""
-        cfg = self.cfg
-        hard = (mask_logits_high_res > 0).float()
-        mask = hard * cfg.sigmoid_scale_for_mem_enc + cfg.sigmoid_bias_for_mem_enc
-        features, pos = self.memory_encoder(feat, mask, skip_mask_sigmoid=True)
-        if self.no_obj_embed_spatial is not None:
-            absent = (object_score_logits <= 0).float()  # (B, 1)
-            embed = self.no_obj_embed_spatial[:, :, None, None]  # (1, 64, 1, 1)
-            features = features + absent[:, :, None, None] * embed
-        return features, pos
+        return self.encode_memory_from_probs(feat, (mask_logits_high_res > 0).float(),
+                                             object_score_logits)
 
     def pointer_tokens_batched(self, ptrs: torch.Tensor,
                                ptr_pos: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
