@@ -203,11 +203,12 @@ def build_mask_decoder(cfg: ModelConfig) -> MaskDecoder:
 
     Every published SAM 2 / 2.1 config uses the high-resolution features, so they are on here.
     """
-    transformer = TwoWayTransformer(depth=2, embedding_dim=cfg.d_model, num_heads=8,
-                                    mlp_dim=2048, attention_downsample_rate=2)
+    transformer = TwoWayTransformer(depth=2, embedding_dim=cfg.d_model,
+                                    num_heads=cfg.decoder_num_heads, mlp_dim=cfg.decoder_mlp_dim,
+                                    attention_downsample_rate=2)
     return MaskDecoder(
         transformer_dim=cfg.d_model, transformer=transformer, num_multimask_outputs=3,
-        iou_head_depth=3, iou_head_hidden_dim=256, use_high_res_features=True,
+        iou_head_depth=3, iou_head_hidden_dim=cfg.iou_head_hidden_dim, use_high_res_features=True,
         iou_prediction_use_sigmoid=cfg.iou_prediction_use_sigmoid,
         dynamic_multimask_via_stability=cfg.dynamic_multimask_via_stability,
         dynamic_multimask_stability_delta=cfg.dynamic_multimask_stability_delta,
