@@ -1,0 +1,1 @@
+"""Benchmark scripts (not timed tests); results are written under engine/benchmarks/results/."""

@@ -1,0 +1,133 @@
+"""Per-stage timing of the streaming tracker, from the outside: nothing inside the tracker is
+timed by the tracker itself.
+
+``TimedRuntime`` wraps any ``Runtime`` and times each of its calls into a ``StageClock``;
+``instrument`` also times the tracker's pre- and postprocessing (the frame -> model-input
+conversion and the results -> masks conversion). What is left of a ``track`` call after the
+named stages (memory-bank bookkeeping, assembling the memory, mask upscaling) is ``glue``.
+
+    clock = StageClock()
+    tracker = tracker_on(TimedRuntime(runtime, clock), max_objects=8)
+    instrument(tracker, clock)
+    with clock.frame() as record:
+        tracker.track(frame)
+    record.stages["memory_attention"], record.total
+"""
+from __future__ import annotations
+
+import inspect
+import time
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import Callable
+
+import torch
+
+# Runtime method -> stage name (the decoder also serves mask prompts, the memory encoder also
+# prompted frames).
+RUNTIME_STAGES = {"encode_image": "image_encoder", "attend_memory": "memory_attention",
+                  "decode": "decoder", "decode_mask_prompt": "decoder",
+                  "encode_memory": "memory_encoder", "encode_prompt_memory": "memory_encoder"}
+# Tracker method -> stage name (wrapped on the instance by ``instrument``).
+TRACKER_STAGES = {"_preprocess": "preprocess", "_results": "postprocess"}
+STAGES = ("preprocess", "image_encoder", "memory_attention", "decoder", "memory_encoder",
+          "postprocess", "glue")
+
+
+@dataclass
+class FrameTimes:
+    """Seconds spent in each stage during one frame, the frame's total wall time, and the CPU
+    time this process used meanwhile (robust to other processes taking the cores)."""
+
+    stages: dict[str, float] = field(default_factory=dict)
+    total: float = 0.0
+    cpu: float = 0.0
+
+    def add(self, stage: str, seconds: float) -> None:
+        self.stages[stage] = self.stages.get(stage, 0.0) + seconds
+
+    def with_glue(self) -> dict[str, float]:
+        """Every stage of ``STAGES``, ``glue`` being the total minus the named stages."""
+        named = {s: self.stages.get(s, 0.0) for s in STAGES if s != "glue"}
+        return {**named, "glue": max(self.total - sum(named.values()), 0.0)}
+
+
+class StageClock:
+    """Collects stage times into the record of the frame being timed (none: not recorded)."""
+
+    def __init__(self, sync: Callable[[], None] | None = None) -> None:
+        self.sync = sync or (lambda: None)
+        self.current: FrameTimes | None = None
+
+    @contextmanager
+    def frame(self):
+        """Time one frame: ``with clock.frame() as record: tracker.track(frame)``."""
+        record = FrameTimes()
+        self.current = record
+        self.sync()
+        start, start_cpu = time.perf_counter(), time.process_time()
+        try:
+            yield record
+        finally:
+            self.sync()
+            record.total = time.perf_counter() - start
+            record.cpu = time.process_time() - start_cpu
+            self.current = None
+
+    def wrap(self, stage: str, fn: Callable) -> Callable:
+        """``fn`` with its wall time (device work included) added to ``stage``."""
+        def timed(*args, **kwargs):
+            if self.current is None:
+                return fn(*args, **kwargs)
+            self.sync()
+            start = time.perf_counter()
+            out = fn(*args, **kwargs)
+            self.sync()
+            if self.current is not None:
+                self.current.add(stage, time.perf_counter() - start)
+            return out
+        return timed
+
+
+def device_sync(device: torch.device) -> Callable[[], None]:
+    """What makes a CUDA device's queued work count in a wall-clock measurement."""
+    if torch.device(device).type == "cuda":
+        return lambda: torch.cuda.synchronize(device)
+    return lambda: None
+
+
+class TimedRuntime:
+    """A Runtime whose every call is timed into ``clock``; everything else passes through."""
+
+    def __init__(self, runtime, clock: StageClock) -> None:
+        self.inner = runtime
+        self.name = runtime.name
+        self.device = runtime.device
+        self.model = runtime.model
+        for method, stage in RUNTIME_STAGES.items():
+            setattr(self, method, clock.wrap(stage, getattr(runtime, method)))
+
+    def __getattr__(self, name: str):
+        return getattr(self.inner, name)
+
+
+def instrument(tracker, clock: StageClock) -> None:
+    """Time the tracker's pre- and postprocessing too (wrapped on this instance only)."""
+    for method, stage in TRACKER_STAGES.items():
+        fn = getattr(tracker, method, None)
+        if fn is not None:
+            setattr(tracker, method, clock.wrap(stage, fn))
+
+
+def tracker_on(runtime, **kwargs):
+    """A ``StreamingTracker`` whose heavy computations run on ``runtime``.
+
+    Uses the tracker's ``runtime=`` argument where it has one; otherwise routes the calls
+    through ``RuntimeModel`` (the model's surface with the heavy methods on the runtime)."""
+    from ..tracker import StreamingTracker
+
+    if "runtime" in inspect.signature(StreamingTracker).parameters:
+        return StreamingTracker(runtime.model, runtime=runtime, **kwargs)
+    from .quality import RuntimeModel
+
+    return StreamingTracker(RuntimeModel(runtime), **kwargs)

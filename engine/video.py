@@ -1,0 +1,143 @@
+"""Tracking a video file: frames in, prompts applied on the frames they name, results out.
+
+    frames = read_video("clip.mp4")
+    prompts = [FramePrompt(obj_id=1, frame=0, points=[(120, 80)], labels=[1])]
+    for step in track_video(tracker, frames, prompts, clock):
+        step.index, step.objects[1].mask, step.times.total
+
+Prompts are grouped per (frame, object): every click and the box given for one object on one
+frame go into a single ``add_prompt`` call after that frame is tracked, so the object's result
+on that frame is the prompted one. Frames are read one at a time (nothing is read ahead).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Iterable, Iterator
+
+import cv2
+import numpy as np
+
+from .benchmarks.timing import FrameTimes, StageClock
+
+
+@dataclass
+class FramePrompt:
+    """What the user gave for object ``obj_id`` on frame ``frame`` (pixels of that frame)."""
+
+    obj_id: int
+    frame: int = 0
+    points: list[tuple[float, float]] = field(default_factory=list)
+    labels: list[int] = field(default_factory=list)
+    box: tuple[float, float, float, float] | None = None
+    mask: np.ndarray | None = None
+
+    def kwargs(self) -> dict:
+        """Keyword arguments of ``StreamingTracker.add_prompt``."""
+        if self.mask is not None:
+            return {"mask": self.mask}
+        out = {"box": self.box}
+        if self.points:
+            out.update(points=self.points, labels=self.labels)
+        return out
+
+
+def merge_prompts(prompts: Iterable[FramePrompt]) -> dict[int, list[FramePrompt]]:
+    """{frame: [one prompt per object]}: clicks of one object on one frame accumulate; a later
+    box or mask for it replaces an earlier one."""
+    merged: dict[tuple[int, int], FramePrompt] = {}
+    for p in prompts:
+        m = merged.setdefault((p.frame, p.obj_id), FramePrompt(p.obj_id, p.frame))
+        m.points = m.points + list(p.points)
+        m.labels = m.labels + list(p.labels)
+        m.box = p.box if p.box is not None else m.box
+        m.mask = p.mask if p.mask is not None else m.mask
+    by_frame: dict[int, list[FramePrompt]] = {}
+    for (frame, _), p in sorted(merged.items()):
+        by_frame.setdefault(frame, []).append(p)
+    return by_frame
+
+
+@dataclass
+class VideoInfo:
+    fps: float
+    width: int
+    height: int
+    frames: int  # as the container states it (0 when unknown)
+
+
+def open_video(path: str | Path) -> tuple[cv2.VideoCapture, VideoInfo]:
+    cap = cv2.VideoCapture(str(path))
+    if not cap.isOpened():
+        raise ValueError(f"cannot open video {path} (missing file or a format OpenCV cannot read)")
+    fps = cap.get(cv2.CAP_PROP_FPS) or 0.0
+    info = VideoInfo(fps if fps > 0 else 30.0, int(cap.get(cv2.CAP_PROP_FRAME_WIDTH)),
+                     int(cap.get(cv2.CAP_PROP_FRAME_HEIGHT)),
+                     max(int(cap.get(cv2.CAP_PROP_FRAME_COUNT)), 0))
+    return cap, info
+
+
+def read_frames(cap: cv2.VideoCapture, max_frames: int | None = None) -> Iterator[np.ndarray]:
+    """(H, W, 3) uint8 RGB frames, one at a time."""
+    count = 0
+    while max_frames is None or count < max_frames:
+        ok, bgr = cap.read()
+        if not ok:
+            return
+        count += 1
+        yield cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
+
+
+class VideoWriter:
+    """An mp4 (``mp4v``) writer taking RGB frames; the size is set by the first frame."""
+
+    def __init__(self, path: str | Path, fps: float) -> None:
+        self.path = Path(path)
+        self.fps = fps
+        self._writer: cv2.VideoWriter | None = None
+
+    def write(self, rgb: np.ndarray) -> None:
+        if self._writer is None:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            h, w = rgb.shape[:2]
+            self._writer = cv2.VideoWriter(str(self.path), cv2.VideoWriter_fourcc(*"mp4v"),
+                                           self.fps, (w, h))
+            if not self._writer.isOpened():
+                raise OSError(f"cannot write video {self.path}")
+        self._writer.write(cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR))
+
+    def close(self) -> None:
+        if self._writer is not None:
+            self._writer.release()
+
+    def __enter__(self) -> "VideoWriter":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+@dataclass
+class TrackedFrame:
+    """One frame's outcome: the frame, every object's result on it, and where the time went
+    (tracking and prompting both; ``prompted`` lists the objects prompted on it)."""
+
+    index: int
+    frame: np.ndarray
+    objects: dict  # obj_id -> engine.tracker.ObjectResult
+    times: FrameTimes
+    prompted: list[int]
+
+
+def track_video(tracker, frames: Iterable[np.ndarray], prompts: Iterable[FramePrompt],
+                clock: StageClock | None = None) -> Iterator[TrackedFrame]:
+    """Track ``frames`` with ``tracker``, applying ``prompts`` on their frames."""
+    clock = clock or StageClock()
+    by_frame = merge_prompts(prompts)
+    for index, frame in enumerate(frames):
+        here = by_frame.get(index, [])
+        with clock.frame() as times:
+            objects = dict(tracker.track(frame).objects)
+            for p in here:
+                objects[p.obj_id] = tracker.add_prompt(p.obj_id, **p.kwargs())
+        yield TrackedFrame(index, frame, objects, times, [p.obj_id for p in here])
