@@ -1,0 +1,210 @@
+"""Tracking quality on the held-out synthetic clips: J&F (DAVIS) and presence, per phenomenon.
+
+    python -m engine.benchmarks.quality                  # bundled model, torch and onnxruntime
+    python -m engine.benchmarks.quality --backends torch --per-phenomenon 2 --frames 24
+    python -m engine.benchmarks.quality --checkpoint checkpoints/sam2.1_hiera_tiny.pt \\
+        --model sam2.1_hiera_tiny --image-size 1024 --out /tmp/quality.md
+
+Protocol: each clip of ``engine.synthetic.evaluation_set`` (fixed seeds, never used in
+training) is streamed through ``StreamingTracker`` one frame at a time; object 1 gets a single
+positive click on frame 0 (the deepest point of its true mask) and nothing else. Every frame,
+the first included, is scored against the exact drawn mask with ``engine.metrics``: J (IoU),
+F (boundary F-measure, DAVIS tolerance 0.008 of the diagonal) and presence (probability > 0.5
+vs. the object being in view). Clip scores are means over frames; phenomenon and overall
+scores are means over clips. "Re-acquired" counts clips where the object vanished completely
+(occluded or out of the frame) and, once back in view, reached IoU >= 0.5 within 5 frames.
+"""
+from __future__ import annotations
+
+import argparse
+import hashlib
+import platform
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from ..metrics import BOUND_TH, ClipScore, Summary, reacquisition, summarize
+from ..synthetic import PHENOMENA, ClipSpec, click_inside, evaluation_set
+
+ROOT = Path(__file__).resolve().parents[2]
+DEFAULT_CHECKPOINT = ROOT / "engine" / "weights" / "sam2_ros_compact.pt"
+DEFAULT_MODEL = "sam2_ros_compact"
+DEFAULT_OUT = ROOT / "engine" / "benchmarks" / "results" / "quality.md"
+TARGET = 1  # the prompted object of every evaluation clip
+
+
+class RuntimeModel:
+    """``SAM2Model``'s surface with the heavy per-frame calls routed to a ``Runtime``, so the
+    streaming tracker runs unchanged on any backend."""
+
+    HEAVY = {"encode_image", "attend_memory", "decode", "decode_mask_prompt", "encode_memory",
+             "encode_prompt_memory"}
+
+    def __init__(self, runtime) -> None:
+        self._runtime = runtime
+
+    def eval(self):
+        return self
+
+    def __getattr__(self, name):
+        return getattr(self._runtime if name in self.HEAVY else self._runtime.model, name)
+
+
+def make_tracker_factory(backend: str, model, cache_dir: Path | None = None, threads: int = 1):
+    """A function returning a fresh ``StreamingTracker`` on ``backend`` for ``model``."""
+    from ..tracker import StreamingTracker
+
+    if backend == "torch":
+        return lambda: StreamingTracker(model, max_objects=1)
+    from ..runtime import make_runtime
+
+    runtime = make_runtime(backend, model, cache_dir=cache_dir, threads=threads,
+                           log=lambda s: None)
+    return lambda: StreamingTracker(RuntimeModel(runtime), max_objects=1)
+
+
+def track_clip(new_tracker, clip: ClipSpec) -> tuple[ClipScore, int, float]:
+    """Score one clip; returns the score, the frame count and the tracking seconds."""
+    tracker = new_tracker()
+    score = ClipScore(clip.name, clip.phenomenon)
+    areas, ious, seconds = [], [], 0.0
+    for t, (frame, truth) in enumerate(clip.frames()):
+        start = time.perf_counter()
+        result = tracker.track(frame)
+        if t == 0:
+            obj = tracker.add_prompt(TARGET, points=[click_inside(truth)], labels=[1])
+        else:
+            obj = result.objects[TARGET]
+        seconds += time.perf_counter() - start
+        score.add(obj.mask, truth, obj.presence)
+        areas.append(int(truth.sum()))
+        ious.append(score.j[-1])
+    score.reacquired = reacquisition(areas, ious)
+    return score, len(areas), seconds
+
+
+@dataclass
+class BackendResult:
+    backend: str
+    scores: list[ClipScore]
+    frames: int
+    seconds: float
+
+    def summary(self, phenomenon: str | None = None) -> Summary:
+        return summarize([s for s in self.scores if phenomenon in (None, s.phenomenon)])
+
+
+def run(backend: str, model, clips: list[ClipSpec], cache_dir: Path | None = None,
+        log=print) -> BackendResult:
+    new_tracker = make_tracker_factory(backend, model, cache_dir)
+    scores, frames, seconds = [], 0, 0.0
+    for clip in clips:
+        score, n, s = track_clip(new_tracker, clip)
+        scores.append(score)
+        frames += n
+        seconds += s
+        log(f"  {backend:12s} {clip.name:16s} J {score.mean_j:.3f} F {score.mean_f:.3f} "
+            f"presence {score.presence_accuracy:.3f} reacquired {score.reacquired}")
+    return BackendResult(backend, scores, frames, seconds)
+
+
+def _row(label: str, s: Summary) -> str:
+    re = f"{s.reacquired}/{s.reacquire_cases}" if s.reacquire_cases else "-"
+    return (f"| {label} | {s.clips} | {s.j:.3f} | {s.f:.3f} | **{s.jf:.3f}** | "
+            f"{s.presence_accuracy:.3f} | {re} |")
+
+
+def report(results: list[BackendResult], meta: dict) -> str:
+    lines = ["# Tracking quality on held-out synthetic clips", "",
+             "Written by `python -m engine.benchmarks.quality` (see its docstring for the "
+             "protocol: one click on frame 0, DAVIS J and F, presence accuracy).", ""]
+    lines += [f"- {k}: {v}" for k, v in meta.items()]
+    for r in results:
+        lines += ["", f"## {r.backend}", "",
+                  f"{r.frames} frames in {r.seconds:.1f} s of tracking "
+                  f"({r.frames / max(r.seconds, 1e-9):.1f} frames/s, one object).", "",
+                  "| phenomenon | clips | J | F | J&F | presence acc. | re-acquired |",
+                  "|---|---|---|---|---|---|---|"]
+        lines += [_row(p, r.summary(p)) for p in PHENOMENA if r.summary(p).clips]
+        lines.append(_row("**overall**", r.summary()))
+    if len(results) > 1:
+        base = results[0].summary().jf
+        lines += ["", "## Backends compared", ""]
+        lines += [f"- J&F {r.backend} - {results[0].backend}: {r.summary().jf - base:+.4f}"
+                  for r in results[1:]]
+    lines += ["", "## Per clip", "", "| clip | " + " | ".join(
+        f"{r.backend} J&F / presence" for r in results) + " |",
+        "|---|" + "---|" * len(results)]
+    for i, s in enumerate(results[0].scores):
+        cells = [f"{r.scores[i].jf:.3f} / {r.scores[i].presence_accuracy:.3f}" for r in results]
+        lines.append(f"| {s.name} | " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def _cpu_name() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def _sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m engine.benchmarks.quality",
+                                description=__doc__.split("\n\n")[0])
+    p.add_argument("--checkpoint", type=Path, default=DEFAULT_CHECKPOINT)
+    p.add_argument("--model", default=DEFAULT_MODEL)
+    p.add_argument("--image-size", type=int, default=None, help="default: the model's")
+    p.add_argument("--backends", default="torch,onnxruntime")
+    p.add_argument("--per-phenomenon", type=int, default=8)
+    p.add_argument("--frames", type=int, default=48)
+    p.add_argument("--split", type=int, default=0, help="which held-out set (0 = the benchmark)")
+    p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--cache-dir", type=Path, default=None, help="ONNX export cache")
+    p.add_argument("--out", type=Path, default=DEFAULT_OUT)
+    args = p.parse_args(argv)
+
+    from ..checkpoint import load_model
+
+    torch.set_num_threads(args.threads)
+    model = load_model(args.checkpoint, args.model, image_size=args.image_size)
+    clips = evaluation_set(args.per_phenomenon, args.frames, split=args.split)
+    results = []
+    for backend in args.backends.split(","):
+        print(f"{backend}: {len(clips)} clips", flush=True)
+        results.append(run(backend, model, clips, args.cache_dir,
+                           log=lambda s: print(s, flush=True)))
+    try:
+        checkpoint = args.checkpoint.resolve().relative_to(ROOT)
+    except ValueError:
+        checkpoint = args.checkpoint
+    meta = {
+        "model": f"{args.model} at image_size {model.cfg.image_size}",
+        "checkpoint": f"`{checkpoint}` (SHA-256 `{_sha256(args.checkpoint)[:16]}...`)",
+        "clips": f"{len(clips)} = {args.per_phenomenon} per phenomenon x {len(PHENOMENA)} "
+                 f"({', '.join(PHENOMENA)}), {args.frames} frames each, 320x240, "
+                 f"evaluation_set(split={args.split})",
+        "boundary tolerance": f"{BOUND_TH} of the diagonal ({int(np.ceil(BOUND_TH * 400))} px)",
+        "machine": f"{_cpu_name()}, {args.threads} CPU thread(s) (shared machine), "
+                   f"torch {torch.__version__}, Python {platform.python_version()}",
+        "command": "`python -m engine.benchmarks.quality " + " ".join(argv or sys.argv[1:]) + "`",
+    }
+    text = report(results, meta)
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(text)
+    print(text)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
