@@ -208,13 +208,15 @@ def load_or_random(args):
 
 def timed_tracker(args, model, prompts):
     """A tracker on ``args.backend`` whose runtime calls and pre/postprocessing are timed into
-    the returned clock. The memory capacity of the graph backends covers every prompted frame
-    the prompts can make (up to ``--max-cond-frames``)."""
+    the returned clock. The tracker keeps as many prompted frames per object as the prompts
+    can make (at most ``--max-cond-frames``), and the graph runtimes' fixed memory capacity
+    is sized for exactly that (unused capacity is computed anyway)."""
     from tqdm import tqdm
 
-    from .benchmarks.timing import StageClock, TimedRuntime, device_sync, instrument, tracker_on
+    from .benchmarks.timing import StageClock, TimedRuntime, device_sync, instrument
     from .export.layout import MemoryCapacity
     from .runtime import make_runtime
+    from .tracker import StreamingTracker
     from .video import merge_prompts
 
     # Frames holding prompts: no bank can keep more prompted frames than that.
@@ -226,9 +228,9 @@ def timed_tracker(args, model, prompts):
     runtime = make_runtime(args.backend, model, device=args.device, cache_dir=args.cache_dir,
                            capacity=capacity, **opts)
     clock = StageClock(device_sync(runtime.device))
-    tracker = tracker_on(TimedRuntime(runtime, clock),
-                         max_objects=max(len({p.obj_id for p in prompts}), 1),
-                         max_cond_frames=cond_frames)
+    tracker = StreamingTracker(runtime.model, max_objects=len({p.obj_id for p in prompts}),
+                               max_cond_frames=cond_frames,
+                               runtime=TimedRuntime(runtime, clock))
     instrument(tracker, clock)
     return tracker, clock
 

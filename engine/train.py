@@ -73,6 +73,9 @@ class TrainConfig:
     save_every: int = 100
     freeze_encoder_in_clips: bool = True  # the encoder keeps its image-stage weights
     pretrained_lr_scale: float = 0.3  # clip stage: decoder / prompt encoder learn slower
+    memory_init: bool = True  # clip stage from step 0: the two initialisations of the memory path
+    absent_weight: float = 1.0  # clip stage: weight of absent frames in the presence loss
+    event_rate: float = 1.0  # clip stage: scales the chance of an occlusion / exit per clip
 
 
 # ---------------------------------------------------------------------------- data
@@ -121,20 +124,22 @@ def random_scene(rng: np.random.Generator, span: int, start: int) -> Scene:
                  distractors=distractors, **events)
 
 
-def random_clip_scene(rng: np.random.Generator, span: int, start: int) -> Scene:
+def random_clip_scene(rng: np.random.Generator, span: int, start: int,
+                      event_rate: float = 1.0) -> Scene:
     """A random scene for clip training: like ``random_scene`` but with events more often and
     long enough that a clip can lose its object for most of its frames (occluded or out of
-    view), and look-alikes of object 1 half the time."""
+    view), and look-alikes of object 1 half the time. ``event_rate`` scales the chance of an
+    occlusion (0.4) and of an exit (0.35)."""
     width, height = FRAME_SIZES[int(rng.integers(len(FRAME_SIZES)))]
     n = int(rng.integers(1, 6))
     lo = int(rng.integers(18, 50))
     size = (lo, lo + int(rng.integers(12, 50)))
     events = dict(occlusions=(), exit_schedule=())
-    if rng.random() < 0.4:
+    if rng.random() < 0.4 * event_rate:
         events["occlusions"] = (Occlusion(int(rng.integers(1, n + 1)),
                                           start + int(rng.integers(1, max(2, span // 2))),
                                           int(rng.integers(1, max(2, 2 * span // 3)))),)
-    if rng.random() < 0.35:
+    if rng.random() < 0.35 * event_rate:
         events["exit_schedule"] = (Exit(int(rng.integers(1, n + 1)),
                                         start + int(rng.integers(0, max(1, span // 3))),
                                         int(rng.integers(1, max(2, span // 2)))),)
@@ -192,7 +197,7 @@ def sample_clip_batch(rng, cfg: TrainConfig, size: int, device) -> ClipBatch:
         stride = int(rng.integers(1, 4))
         start = int(rng.integers(0, 10))
         span = stride * (t_len - 1)
-        scene = random_clip_scene(rng, span=span, start=start)
+        scene = random_clip_scene(rng, span=span, start=start, event_rate=cfg.event_rate)
         wanted = [start + stride * i for i in range(t_len)]
         clip = [(f, m) for t, (f, m) in enumerate(scene.frames(wanted[-1] + 1)) if t in wanted]
         ids = _targets(clip[0][1], min_area=60)
@@ -314,7 +319,8 @@ def decode(model: SAM2Model, feat, high_res, coords, labels, mask_logits, multim
     return Decoded(masks, ious, best, low_res, obj_ptr, obj_logits)
 
 
-def sam_loss(model: SAM2Model, out: Decoded, gt: torch.Tensor) -> tuple[torch.Tensor, dict]:
+def sam_loss(model: SAM2Model, out: Decoded, gt: torch.Tensor,
+             absent_weight: float = 1.0) -> tuple[torch.Tensor, dict]:
     """SAM 2's loss for N objects: gt (N, 1, S, S) float; empty gt = object absent.
     Compared at half the input side L = S/2 (twice the decoder's resolution): soft
     (area-averaged) targets, logits upsampled bilinearly."""
@@ -330,7 +336,9 @@ def sam_loss(model: SAM2Model, out: Decoded, gt: torch.Tensor) -> tuple[torch.Te
     denom = present.sum().clamp_min(1)
     loss_mask = (combo[rows, best] * present).sum() / denom
     loss_iou = (iou_err * present).sum() / denom
-    loss_obj = F.binary_cross_entropy_with_logits(out.obj_logits.float()[:, 0], present)
+    weight = torch.where(present > 0, 1.0, absent_weight)
+    loss_obj = (F.binary_cross_entropy_with_logits(out.obj_logits.float()[:, 0], present,
+                                                   reduction="none") * weight).mean()
     total = loss_mask + W_IOU * loss_iou + W_PRESENCE * loss_obj
     with torch.no_grad():
         chosen = actual_iou(logits[rows, out.best].unsqueeze(1), gt)[:, 0]
@@ -438,7 +446,8 @@ def _store(banks, t: int, mem: torch.Tensor, ptr: torch.Tensor, prompted: bool) 
         bank.add_prompted(entry) if prompted else bank.add_tracked(entry)
 
 
-def clip_step(rng, model, batch: ClipBatch, amp) -> tuple[torch.Tensor, dict]:
+def clip_step(rng, model, batch: ClipBatch, amp,
+              absent_weight: float = 1.0) -> tuple[torch.Tensor, dict]:
     cfg = model.cfg
     frozen = not any(p.requires_grad for p in model.image_encoder.parameters())
     with torch.set_grad_enabled(not frozen), amp():
@@ -488,7 +497,7 @@ def clip_step(rng, model, batch: ClipBatch, amp) -> tuple[torch.Tensor, dict]:
             cond = model.attend_memory(feat, pos, tokens, mem_pos, n_ptr)
             out = decode(model, cond, high_res, None, None, None,
                          multimask=use_multimask(cfg, False, 0))
-            loss, st = sam_loss(model, out, gt)
+            loss, st = sam_loss(model, out, gt, absent_weight)
             add(loss, st)
             if t == correct_at:  # a corrective click makes this a prompted frame
                 coords = feat.new_zeros(n, 0, 2)
@@ -498,7 +507,7 @@ def clip_step(rng, model, batch: ClipBatch, amp) -> tuple[torch.Tensor, dict]:
                 prev = out.low_res.detach().clamp(-PREV_LOGITS_CLAMP, PREV_LOGITS_CLAMP)
                 out = decode(model, cond, high_res, coords, labels, prev,
                              multimask=use_multimask(cfg, False, 1))
-                loss, st = sam_loss(model, out, gt)
+                loss, st = sam_loss(model, out, gt, absent_weight)
                 add(loss, st)
                 mem, _ = model.encode_prompt_memory(feat, model.upscale_masks(out.low_res),
                                                     out.obj_logits)
@@ -624,7 +633,7 @@ def train(cfg: TrainConfig, model_cfg: ModelConfig, out: Path, work: Path, devic
         opt = _optimizer(model, cfg, base_lr,
                          cfg.pretrained_lr_scale if name == "clip" else 1.0)
         first = start_step if si == start_stage else 0
-        if name == "clip" and first == 0:
+        if name == "clip" and first == 0 and cfg.memory_init:
             probe = sample_clip_batch(np.random.default_rng([cfg.seed, si, 1 << 30]), cfg,
                                       model_cfg.image_size, device)
             match_memory_attention_output(model, probe.images)
@@ -640,7 +649,7 @@ def train(cfg: TrainConfig, model_cfg: ModelConfig, out: Path, work: Path, devic
                 loss, stats = image_step(rng, model, batch, amp)
             else:
                 batch = sample_clip_batch(rng, cfg, model_cfg.image_size, device)
-                loss, stats = clip_step(rng, model, batch, amp)
+                loss, stats = clip_step(rng, model, batch, amp, cfg.absent_weight)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             gnorm = torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip)

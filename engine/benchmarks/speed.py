@@ -21,11 +21,8 @@ from __future__ import annotations
 
 import argparse
 import datetime
-import json
 import os
-import statistics
 import sys
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -36,85 +33,15 @@ from ..config import get_config
 from ..model.sam2 import SAM2Model
 from ..synthetic import Scene, click_inside
 from . import reference
-from .timing import STAGES, FrameTimes, StageClock, TimedRuntime, device_sync, instrument, \
-    tracker_on
+from .speed_results import REFERENCE, Case, CaseResult, load_results, merged, save_results
+from .timing import FrameTimes, StageClock, TimedRuntime, device_sync, instrument
 
 ROOT = Path(__file__).resolve().parents[2]
 DEFAULT_OUT = ROOT / "engine" / "benchmarks" / "results" / "speed_cpu.md"
 DEFAULT_GRID = ("tiny:256,512,1024:1,4,8", "base_plus:256,512:1,4,8")
+PROMPTED_FRAMES = 1  # frames on which an object is prompted (frame 0)
 SHORT_NAMES = {"tiny": "sam2.1_hiera_tiny", "small": "sam2.1_hiera_small",
                "base_plus": "sam2.1_hiera_base_plus", "large": "sam2.1_hiera_large"}
-REFERENCE = "reference"
-
-
-@dataclass(frozen=True)
-class Case:
-    model: str
-    image_size: int
-    objects: int
-
-
-@dataclass
-class CaseResult:
-    """Timed frames of one case: ours per backend (with stages), the reference's seconds,
-    and the lowest mask IoU of each backend against the reference."""
-
-    case: Case
-    ours: dict[str, list[FrameTimes]] = field(default_factory=dict)
-    reference: list[FrameTimes] = field(default_factory=list)
-    min_iou: dict[str, float] = field(default_factory=dict)
-    profiles: dict[str, str] = field(default_factory=dict)
-    load: tuple[float, float, float] = (0.0, 0.0, 0.0)  # load average as the case started
-    threads: int = 0
-    date: str = ""
-
-    def frames(self, name: str) -> list[FrameTimes]:
-        return self.reference if name == REFERENCE else self.ours[name]
-
-    def median_total(self, name: str) -> float:
-        """Median wall seconds per frame of ``name`` (a backend or ``REFERENCE``)."""
-        return statistics.median(f.total for f in self.frames(name))
-
-    def median_cpu(self, name: str) -> float:
-        """Median CPU seconds per frame (this process) of ``name``."""
-        return statistics.median(f.cpu for f in self.frames(name))
-
-    def median_stages(self, backend: str) -> dict[str, float]:
-        rows = [f.with_glue() for f in self.ours[backend]]
-        return {s: statistics.median(r[s] for r in rows) for s in STAGES}
-
-
-def save_results(results: list[CaseResult], notes: list[str], path: Path) -> None:
-    """Every figure of ``results`` as JSON (what ``--merge`` reads back)."""
-    from dataclasses import asdict
-
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps({"notes": notes, "results": [asdict(r) for r in results]},
-                               indent=1))
-
-
-def load_results(path: Path) -> tuple[list[CaseResult], list[str]]:
-    if not path.is_file():
-        return [], []
-    data = json.loads(path.read_text())
-
-    def frames(rows):
-        return [FrameTimes(**row) for row in rows]
-
-    results = [CaseResult(Case(**r["case"]), {b: frames(f) for b, f in r["ours"].items()},
-                          frames(r["reference"]), r["min_iou"], r["profiles"],
-                          tuple(r["load"]), r["threads"], r["date"])
-               for r in data["results"]]
-    return results, data["notes"]
-
-
-def merged(old: list[CaseResult], new: list[CaseResult]) -> list[CaseResult]:
-    """``old`` with the cases run again replaced by their new results, then the new cases."""
-    fresh = {r.case: r for r in new}
-    out = [fresh.pop(r.case, r) for r in old]
-    return out + [r for r in new if r.case in fresh]
-
-
 def parse_grid(specs: list[str]) -> list[Case]:
     """``MODEL:SIZES:OBJECTS`` (e.g. ``tiny:512,1024:1,4,8``) -> the cases, in that order."""
     cases = []
@@ -126,7 +53,7 @@ def parse_grid(specs: list[str]) -> list[Case]:
             cases += [Case(name, int(s), int(n)) for s in sizes.split(",")
                       for n in objects.split(",")]
         except (ValueError, KeyError) as err:
-            raise SystemExit(f"bad --grid {spec!r} (want MODEL:SIZES:OBJECTS, e.g. "
+            raise ValueError(f"bad --grid {spec!r} (want MODEL:SIZES:OBJECTS, e.g. "
                              f"tiny:512,1024:1,4,8): {err}") from err
     return cases
 
@@ -146,12 +73,18 @@ def make_scene(size: int, objects: int, count: int, seed: int = 0
 
 
 class OursVideo:
-    """Our tracker on one backend, prompted like the reference, timed per stage."""
+    """Our tracker on one backend, prompted like the reference, timed per stage. Objects are
+    prompted on one frame only, so the tracker keeps one prompted frame per object
+    (``PROMPTED_FRAMES``) and the graph runtimes need no memory slots beyond it."""
 
     def __init__(self, runtime, frames: list[np.ndarray], clicks: dict[int, tuple]) -> None:
+        from ..tracker import StreamingTracker
+
         self.name = runtime.name
         self.clock = StageClock(device_sync(runtime.device))
-        self.tracker = tracker_on(TimedRuntime(runtime, self.clock), max_objects=len(clicks))
+        self.tracker = StreamingTracker(runtime.model, max_objects=len(clicks),
+                                        max_cond_frames=PROMPTED_FRAMES,
+                                        runtime=TimedRuntime(runtime, self.clock))
         instrument(self.tracker, self.clock)
         self.frames = iter(frames)
         self.tracker.track(next(self.frames))
@@ -259,17 +192,21 @@ def _runtime(backend: str, model: SAM2Model, device: str, cache_dir: Path | None
     """``make_runtime``; when an export misses its onnxruntime-vs-torch tolerance, the runtime
     on the unchecked export, with a note (its masks are still compared with the reference's,
     case by case, in the results)."""
-    from ..export import ExportCheckError, export_model
+    from ..export import ExportCheckError, MemoryCapacity, export_model
     from ..runtime import default_cache_dir, make_runtime
 
+    capacity = MemoryCapacity.for_bank(model.cfg, PROMPTED_FRAMES)
     try:
-        return make_runtime(backend, model, device=device, cache_dir=cache_dir, **opts)
+        return make_runtime(backend, model, device=device, cache_dir=cache_dir,
+                            capacity=capacity, **opts)
     except ExportCheckError as err:
         notes.append(f"{backend}, {_where(model)}: export check failed ({err}); benchmarked "
                      "on the unchecked export")
         log(f"{backend}: {err}; exporting without the check")
-        export_model(model, (cache_dir or default_cache_dir()) / "onnx", check=False, log=log)
-        return make_runtime(backend, model, device=device, cache_dir=cache_dir, **opts)
+        export_model(model, (cache_dir or default_cache_dir()) / "onnx", capacity=capacity,
+                     check=False, log=log)
+        return make_runtime(backend, model, device=device, cache_dir=cache_dir,
+                            capacity=capacity, **opts)
 
 
 def run_grid(cases: list[Case], backends: list[str], device: str = "cpu", threads: int = 2,
@@ -306,7 +243,10 @@ def main(argv: list[str] | None = None) -> int:
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     add_arguments(p)
     args = p.parse_args(argv)
-    return run_from_args(args, argv if argv is not None else sys.argv[1:])
+    try:
+        return run_from_args(args, argv if argv is not None else sys.argv[1:])
+    except ValueError as err:
+        p.error(str(err))
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -325,6 +265,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--cache-dir", type=Path, default=None, help="ONNX/engine cache")
     p.add_argument("--out", type=Path, default=DEFAULT_OUT,
                    help="markdown results (figures also as JSON beside it)")
+    p.add_argument("--note", action="append", default=[],
+                   help="a line for the results' notes (e.g. why a backend was left out)")
     p.add_argument("--merge", action="store_true",
                    help="keep the cases of an earlier run in --out's JSON that this run does "
                         "not repeat")
@@ -343,12 +285,13 @@ def run_from_args(args, argv: list[str]) -> int:
     plot = None if str(plot).lower() == "none" else plot
     raw = args.out.with_suffix(".json")
     earlier, earlier_notes = load_results(raw) if args.merge else ([], [])
+    own = [f"run: `python -m engine.benchmarks.speed {' '.join(argv)}`"] + list(args.note)
 
     def write(results, notes):
         every = merged(earlier, results)
-        notes = earlier_notes + [n for n in notes if n not in earlier_notes]
+        notes = earlier_notes + [n for n in own + notes if n not in earlier_notes]
         save_results(every, notes, raw)
-        write_results(every, notes, args, argv, args.out, plot)
+        write_results(every, notes, args, args.out, plot)
 
     run_grid(cases, backends, args.device, args.threads, args.warmup, args.frames,
              not args.no_reference, args.cache_dir, args.profile,

@@ -14,7 +14,7 @@ import cv2
 import numpy as np
 import torch
 
-from .speed import REFERENCE, CaseResult
+from .speed_results import REFERENCE, CaseResult
 from .timing import STAGES
 
 GOAL = 3.0  # wanted: at least this many times the reference's frames per second
@@ -107,8 +107,8 @@ def goal_lines(results: list[CaseResult]) -> list[str]:
     return lines
 
 
-def write_results(results: list[CaseResult], notes: list[str], args, argv: list[str],
-                  out: Path, plot: Path | None) -> None:
+def write_results(results: list[CaseResult], notes: list[str], args, out: Path,
+                  plot: Path | None) -> None:
     lines = ["# Speed on CPU: streaming tracker vs Meta's video predictor", "",
              "Written by `python -m engine.benchmarks.speed` (protocol in its docstring: same "
              "random weights, frames and prompts for every contestant; frames interleaved so "
@@ -119,9 +119,8 @@ def write_results(results: list[CaseResult], notes: list[str], args, argv: list[
     dates = sorted(r.date for r in results if r.date)
     if dates:
         meta["cases run"] = f"{dates[0]} .. {dates[-1]}"
-    meta["command"] = "`python -m engine.benchmarks.speed " + " ".join(argv) + "`"
     lines += [f"- {k}: {v}" for k, v in meta.items()]
-    lines += [f"- note: {n}" for n in notes]
+    lines += [f"- {n}" if n.startswith("run: ") else f"- note: {n}" for n in notes]
     lines += ["", "## Throughput", "",
               "Steady-state median per frame, every object tracked. `x reference` = the "
               "reference's ms / ours (higher is better). `CPU ms` is the CPU time this "

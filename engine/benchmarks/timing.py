@@ -7,7 +7,7 @@ conversion and the results -> masks conversion). What is left of a ``track`` cal
 named stages (memory-bank bookkeeping, assembling the memory, mask upscaling) is ``glue``.
 
     clock = StageClock()
-    tracker = tracker_on(TimedRuntime(runtime, clock), max_objects=8)
+    tracker = StreamingTracker(runtime.model, runtime=TimedRuntime(runtime, clock))
     instrument(tracker, clock)
     with clock.frame() as record:
         tracker.track(frame)
@@ -15,7 +15,6 @@ named stages (memory-bank bookkeeping, assembling the memory, mask upscaling) is
 """
 from __future__ import annotations
 
-import inspect
 import time
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -117,17 +116,3 @@ def instrument(tracker, clock: StageClock) -> None:
         fn = getattr(tracker, method, None)
         if fn is not None:
             setattr(tracker, method, clock.wrap(stage, fn))
-
-
-def tracker_on(runtime, **kwargs):
-    """A ``StreamingTracker`` whose heavy computations run on ``runtime``.
-
-    Uses the tracker's ``runtime=`` argument where it has one; otherwise routes the calls
-    through ``RuntimeModel`` (the model's surface with the heavy methods on the runtime)."""
-    from ..tracker import StreamingTracker
-
-    if "runtime" in inspect.signature(StreamingTracker).parameters:
-        return StreamingTracker(runtime.model, runtime=runtime, **kwargs)
-    from .quality import RuntimeModel
-
-    return StreamingTracker(RuntimeModel(runtime), **kwargs)
