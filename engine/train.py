@@ -617,7 +617,7 @@ def train(cfg: TrainConfig, model_cfg: ModelConfig, out: Path, work: Path, devic
     start_stage, start_step = 0, 0
     saved = None
     if resume and state_file.is_file():
-        saved = torch.load(state_file, map_location=device, weights_only=False)
+        saved = torch.load(state_file, map_location=device, weights_only=True)
         model.load_state_dict(saved["model"])
         start_stage, start_step = saved["stage"], saved["step"]
         log(f"resumed at stage {stages[start_stage][0]} step {start_step}")
