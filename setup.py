@@ -13,6 +13,8 @@ setup(
     name=PACKAGE,
     version="0.1.0",
     packages=find_packages(include=["engine", "engine.*", "sam2_ros", "sam2_ros.*"]),
+    # the bundled compact model (engine/weights), loaded from the installed package
+    package_data={"engine": ["weights/*.pt", "weights/*.md", "weights/*.log"]},
     data_files=[
         ("share/ament_index/resource_index/packages", [f"resource/{PACKAGE}"]),
         (f"share/{PACKAGE}", ["package.xml"]),
@@ -21,7 +23,7 @@ setup(
     ],
     python_requires=">=3.10",
     install_requires=["numpy", "torch"],
-    zip_safe=True,
+    zip_safe=False,  # the bundled weights are memory-mapped from their file
     maintainer="sam2_ros maintainers",
     maintainer_email="sam2-ros@users.noreply.github.com",
     description="Real-time SAM 2 segmentation and tracking for ROS 2",

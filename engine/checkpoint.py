@@ -14,9 +14,22 @@ from pathlib import Path
 
 import torch
 
-from .config import MODELS, ModelConfig, get_config
+from .config import MODELS, PROJECT_MODELS, ModelConfig, get_config
 
 _SHOW_KEYS = 5  # how many missing/unexpected keys an error names
+
+
+BUNDLED_DIR = Path(__file__).resolve().parent / "weights"
+
+
+def bundled_checkpoint(model: str | ModelConfig) -> Path | None:
+    """The weights this package ships for ``model`` (the project's own models, trained on its
+    synthetic world; see engine/weights/TRAINING.md), or None for Meta's models."""
+    cfg = get_config(model) if isinstance(model, str) else model
+    if cfg.name not in PROJECT_MODELS:
+        return None
+    path = BUNDLED_DIR / cfg.checkpoint_name
+    return path if path.is_file() else None
 
 
 class CheckpointError(RuntimeError):

@@ -23,9 +23,10 @@ from launch_ros.actions import LifecycleNode
 PACKAGE = "sam2_ros"
 # Launch arguments that override a parameter of params_file when given (non-empty).
 OVERRIDES = {
-    "model": (str, "model architecture, e.g. sam2.1_hiera_tiny"),
-    "checkpoint": (str, "Meta's checkpoint file (.pt); the yaml's default is random weights"),
-    "image_size": (int, "model input side (1024 as trained)"),
+    "model": (str, "sam2_ros_compact (bundled, the default) or one of Meta's, e.g. "
+                   "sam2.1_hiera_tiny"),
+    "checkpoint": (str, "checkpoint file (.pt, Meta's format); default: the bundled weights"),
+    "image_size": (int, "model input side (default: the model's own)"),
     "device": (str, "cpu, cuda or cuda:N"),
     "backend": (str, "torch | onnxruntime | tensorrt"),
     "input_transport": (str, "raw (image) or compressed (image/compressed)"),

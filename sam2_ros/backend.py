@@ -12,7 +12,7 @@ from typing import Any, Callable
 from .config import NodeConfig
 
 RANDOM_WEIGHTS_WARNING = ("random weights: masks are not meaningful; pass checkpoint:=... for "
-                          "Meta's weights")
+                          "Meta's weights, or leave model at sam2_ros_compact (bundled weights)")
 
 
 class BackendError(RuntimeError):
@@ -59,22 +59,25 @@ def _load_model(cfg: NodeConfig) -> tuple[Any, str]:
     """The SAM2Model of ``cfg`` (checkpoint or seeded random weights) and a description."""
     import torch
 
-    from engine.checkpoint import CheckpointError, load_model
+    from engine.checkpoint import CheckpointError, bundled_checkpoint, load_model
     from engine.config import get_config
     from engine.model.sam2 import SAM2Model
 
-    model_cfg = replace(get_config(cfg.model), image_size=cfg.image_size)
-    if cfg.checkpoint:
+    size = cfg.model_image_size
+    model_cfg = replace(get_config(cfg.model), image_size=size)
+    path = cfg.checkpoint or bundled_checkpoint(model_cfg)
+    if path:
         try:
-            model = load_model(cfg.checkpoint, model_cfg, device=cfg.device)
+            model = load_model(path, model_cfg, device=cfg.device)
         except CheckpointError as err:
             raise BackendError(str(err)) from err
-        return model, f"{cfg.checkpoint} ({cfg.model}, image_size {cfg.image_size})"
+        what = "bundled weights " if not cfg.checkpoint else ""
+        return model, f"{what}{path} ({cfg.model}, image_size {size})"
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(cfg.seed)
         model = SAM2Model(model_cfg).to(cfg.device).eval()
     return model, (f"RANDOM weights ({cfg.model}, seed {cfg.seed}, image_size "
-                   f"{cfg.image_size}): {RANDOM_WEIGHTS_WARNING}")
+                   f"{size}): {RANDOM_WEIGHTS_WARNING}")
 
 
 def _make_runtime(cfg: NodeConfig, model: Any) -> Any:

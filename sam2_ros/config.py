@@ -14,7 +14,7 @@ import re
 from dataclasses import dataclass, field, fields
 from typing import Any, Callable
 
-from engine.config import MODELS
+from engine.config import known_models
 
 BACKENDS = ("torch", "onnxruntime", "tensorrt")
 PRECISIONS = ("fp32", "fp16", "bf16")
@@ -40,13 +40,15 @@ def _float_in(lo: float, hi: float, lo_open: bool = False) -> Callable[[Any], st
 
 
 def _model(v: str) -> str | None:
-    return None if v in MODELS else f"unknown model; known models: {', '.join(sorted(MODELS))}"
+    known = known_models()
+    return None if v in known else f"unknown model; known models: {', '.join(known)}"
 
 
 def _image_size(v: int) -> str | None:
-    if 64 <= v <= 2048 and v % 32 == 0:
+    if v == 0 or (64 <= v <= 2048 and v % 32 == 0):
         return None
-    return "must be a multiple of 32 in [64, 2048] (1024 as trained; 256-512 for CPU)"
+    return ("must be 0 (the model's own size) or a multiple of 32 in [64, 2048] (1024 as "
+            "Meta's models were trained; 256-512 for them on a CPU)")
 
 
 def _device(v: str) -> str | None:
@@ -64,15 +66,17 @@ class NodeConfig:
     """Everything ``sam2_node`` can be told, with its defaults (see config/sam2.yaml)."""
 
     # Model and runtime.
-    model: str = _param("sam2.1_hiera_tiny", "model architecture (Meta's file name without .pt)",
-                        _model)
-    checkpoint: str = _param("", "path of Meta's checkpoint (.pt); empty: random weights "
-                                 "(masks are not meaningful, for plumbing tests and demos)")
+    model: str = _param("sam2_ros_compact", "model: the bundled sam2_ros_compact, or one of "
+                        "Meta's (its file name without .pt, e.g. sam2.1_hiera_tiny)", _model)
+    checkpoint: str = _param("", "path of a checkpoint (.pt, Meta's format); empty: the model's "
+                                 "bundled weights (sam2_ros_compact), or for Meta's models random "
+                                 "weights (masks not meaningful: plumbing tests only)")
     engine_dir: str = _param("", "folder of cached ONNX exports and TensorRT engines (onnxruntime, tensorrt); empty: the default cache")
     backend: str = _param("torch", "inference runtime", _one_of(*BACKENDS))
     device: str = _param("cpu", "torch device: cpu, cuda or cuda:N", _device)
     precision: str = _param("fp32", "inference precision", _one_of(*PRECISIONS))
-    image_size: int = _param(256, "model input side in pixels (multiple of 32; 1024 as trained)",
+    image_size: int = _param(0, "model input side in pixels: 0 = the model's own (192 for "
+                             "sam2_ros_compact, 1024 for Meta's), else a multiple of 32",
                              _image_size)
     seed: int = _param(0, "seed of the random weights when no checkpoint is given",
                        _int_in(0, 2**31 - 1))
@@ -120,7 +124,16 @@ class NodeConfig:
 
     @property
     def random_weights(self) -> bool:
-        return not self.checkpoint
+        from engine.checkpoint import bundled_checkpoint
+
+        return not self.checkpoint and bundled_checkpoint(self.model) is None
+
+    @property
+    def model_image_size(self) -> int:
+        """The image size the model runs at (``image_size``, or the model's own when 0)."""
+        from engine.config import get_config
+
+        return self.image_size or get_config(self.model).image_size
 
     @property
     def label_encoding(self) -> str:

@@ -3,7 +3,8 @@
 Two processes on one loopback-only DDS domain:
 
 * ``sam2_node`` (``python -m sam2_ros.node``, started here as a separate process with
-  config/sam2.yaml and ``autostart``), on its default model;
+  config/sam2.yaml and ``autostart``), on its default model: the bundled ``sam2_ros_compact``,
+  trained by this project on the same synthetic world (engine/weights/TRAINING.md);
 * this process: a camera publishing sensor_msgs/Image (a generated scene from
   ``engine.synthetic``, with ground truth, or a video file), a user who clicks each object once
   through ``~/add_prompt`` (stamped with the frame the click was made on) and refines one later,
@@ -52,9 +53,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--prompt-at", type=int, default=10, help="frame the user clicks on")
     p.add_argument("--compressed", action="store_true",
                    help="publish JPEG sensor_msgs/CompressedImage (input_transport compressed)")
-    p.add_argument("--model", default="sam2.1_hiera_tiny")
-    p.add_argument("--checkpoint", default="", help="Meta's .pt; default: random weights")
-    p.add_argument("--image-size", type=int, default=256, help="model input side")
+    p.add_argument("--model", default="sam2_ros_compact",
+                   help="the bundled compact model, or one of Meta's (e.g. sam2.1_hiera_tiny)")
+    p.add_argument("--checkpoint", default="",
+                   help="a .pt in Meta's format; default: the model's bundled weights (random "
+                        "weights for Meta's models)")
+    p.add_argument("--image-size", type=int, default=0,
+                   help="model input side; 0: the model's own (192 compact, 1024 Meta's)")
     p.add_argument("--device", default="cpu")
     p.add_argument("--backend", default="torch")
     p.add_argument("--out", default="artifacts/sam2_demo_overlay.mp4", help="overlay video")
@@ -303,6 +308,12 @@ def write_video(path: str, overlays: list, fps: float) -> None:
     out.release()
 
 
+def random_weights(args) -> bool:
+    from engine.checkpoint import bundled_checkpoint
+
+    return not args.checkpoint and bundled_checkpoint(args.model) is None
+
+
 def percentile(values: list[float], q: float) -> float:
     return float(np.percentile(values, q)) if values else float("nan")
 
@@ -311,10 +322,12 @@ def report(args, c: DemoClient, seconds: float) -> None:
     rate = (len(c.track_times) - 1) / (c.track_times[-1] - c.track_times[0]) \
         if len(c.track_times) > 2 else 0.0
     d = c.diag
-    weights = f"checkpoint {args.checkpoint}" if args.checkpoint else \
-        "RANDOM weights: masks are not meaningful; pass --checkpoint for Meta's weights"
+    random = random_weights(args)
+    weights = "RANDOM weights: masks are not meaningful; pass --checkpoint for Meta's weights" \
+        if random else d.get("weights", args.checkpoint or "bundled weights")
     print(f"\n=== sam2_ros demo ({seconds:.0f} s) ===")
-    print(f"model        {args.model} at image_size {args.image_size} on {args.device}; {weights}")
+    print(f"model        {args.model} at image_size {d.get('image_size', args.image_size)} on "
+          f"{args.device}; {weights}")
     print(f"camera       {c.published} frames {args.width}x{args.height} at {args.fps:g} Hz "
           f"({'JPEG' if args.compressed else 'raw rgb8'}), "
           f"{'video ' + args.video if args.video else 'generated scene'}")
@@ -333,7 +346,7 @@ def report(args, c: DemoClient, seconds: float) -> None:
     for line in c.prompts:
         print(f"prompt       {line}")
     for obj_id, ious in sorted(c.ious.items()):
-        note = " (random weights: not meaningful)" if not args.checkpoint else ""
+        note = " (random weights: not meaningful)" if random else ""
         print(f"IoU vs truth object {obj_id}: mean {np.mean(ious):.2f} over {len(ious)} "
               f"frames{note}")
     print(f"overlay      {args.out} ({len(c.overlays)} frames)")

@@ -214,7 +214,7 @@ class Sam2Node(LifecycleNode):
         if s is None:
             return
         extra = {"objects": str(len(s.labels)), "backend": s.engine.backend,
-                 "model": cfg.model, "image_size": str(cfg.image_size),
+                 "model": cfg.model, "image_size": str(cfg.model_image_size),
                  "weights": s.engine.weights, "input": self._sub.topic_name if self._sub else ""}
         self._pubs["diagnostics"].publish(diagnostic_array(
             self.get_clock().now().to_msg(), f"{self.get_name()}: tracking",

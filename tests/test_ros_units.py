@@ -166,12 +166,41 @@ def test_invalid_parameters_refused_with_reason(name, value, match):
     assert __import__("re").search(match, reason), reason
 
 
+def test_defaults_run_the_bundled_compact_model():
+    """Out of the box the node tracks with the bundled weights at the model's own size."""
+    import torch
+
+    from engine.checkpoint import bundled_checkpoint, read_state_dict
+    from engine.config import get_config
+    from sam2_ros.backend import _load_model
+
+    cfg = NodeConfig.from_values(defaults())
+    assert cfg.model == "sam2_ros_compact" and cfg.checkpoint == "" and not cfg.random_weights
+    assert cfg.model_image_size == get_config("sam2_ros_compact").image_size
+    model, weights = _load_model(cfg)
+    path = bundled_checkpoint("sam2_ros_compact")
+    assert weights.startswith(f"bundled weights {path}")
+    for k, v in read_state_dict(path).items():
+        assert torch.equal(model.state_dict()[k], v), k
+
+
+def test_meta_model_without_checkpoint_is_random_and_says_so():
+    from sam2_ros.backend import _load_model
+
+    cfg = NodeConfig.from_values({**defaults(), "model": "sam2.1_hiera_tiny", "image_size": 64})
+    assert cfg.random_weights and cfg.model_image_size == 64
+    assert NodeConfig.from_values({**defaults(), "model": "sam2.1_hiera_tiny"}
+                                  ).model_image_size == 1024
+    _, weights = _load_model(cfg)
+    assert weights.startswith("RANDOM weights (sam2.1_hiera_tiny, seed 0, image_size 64)")
+
+
 def test_valid_parameters_and_int_for_float():
     assert check_parameter("image_size", 1024) is None
     assert check_parameter("prompt_window_s", 1) is None  # an int where a float is expected
     cfg = NodeConfig.from_values({**defaults(), "prompt_window_s": 1, "max_objects": 300})
     assert cfg.prompt_window_s == 1.0 and cfg.label_encoding == "mono16"
-    with pytest.raises(ValueError, match="device='tpu' must be.*image_size=100 must be a multiple"):
+    with pytest.raises(ValueError, match="device='tpu' must be.*image_size=100 must be 0 .the model's own size. or a multiple"):
         NodeConfig.from_values({**defaults(), "image_size": 100, "device": "tpu"})
 
 

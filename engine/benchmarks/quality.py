@@ -27,12 +27,14 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from ..checkpoint import BUNDLED_DIR
+from ..config import get_config
 from ..metrics import BOUND_TH, ClipScore, Summary, reacquisition, summarize
 from ..synthetic import PHENOMENA, ClipSpec, click_inside, evaluation_set
 
 ROOT = Path(__file__).resolve().parents[2]
-DEFAULT_CHECKPOINT = ROOT / "engine" / "weights" / "sam2_ros_compact.pt"
 DEFAULT_MODEL = "sam2_ros_compact"
+DEFAULT_CHECKPOINT = BUNDLED_DIR / get_config(DEFAULT_MODEL).checkpoint_name
 DEFAULT_OUT = ROOT / "engine" / "benchmarks" / "results" / "quality.md"
 TARGET = 1  # the prompted object of every evaluation clip
 
