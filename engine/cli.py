@@ -90,10 +90,11 @@ def _model_options(p: argparse.ArgumentParser, checkpoint_required: bool) -> Non
         p.add_argument("checkpoint", help="Meta's checkpoint file (.pt)")
     else:
         p.add_argument("--checkpoint", default=None,
-                       help="Meta's checkpoint file (.pt); absent: random weights (loudly)")
+                       help="checkpoint file (.pt, Meta's format); absent: the bundled weights "
+                            "of sam2_ros_compact, or random weights (loudly) for Meta's models")
     p.add_argument("--model", default=None,
                    help="model name, e.g. sam2.1_hiera_tiny (default: identified from the "
-                        "checkpoint; sam2.1_hiera_tiny with random weights)")
+                        "checkpoint; without one, sam2_ros_compact with its bundled weights)")
     p.add_argument("--image-size", type=int, default=None, help="model input side (default 1024)")
     p.add_argument("--cache-dir", type=Path, default=None,
                    help="ONNX / engine cache (default $SAM2_ROS_CACHE or ~/.cache/sam2_ros)")
@@ -138,6 +139,9 @@ def build_parser() -> argparse.ArgumentParser:
     track.add_argument("--backend", choices=("torch", "onnxruntime", "tensorrt"),
                        default="torch")
     track.add_argument("--device", default="cpu")
+    track.add_argument("--precision", default=None,
+                       help="torch: fp32 | bf16 (image encoder and memory attention in "
+                            "bfloat16); onnxruntime: fp32 | fp16; tensorrt: fp16 | fp32")
     track.add_argument("--threads", type=int, default=None, help="CPU threads (default: torch's)")
     track.add_argument("--seed", type=int, default=0, help="seed of the random weights")
     track.add_argument("--max-cond-frames", type=int, default=4,
@@ -188,16 +192,21 @@ def cmd_benchmark(args, argv: list[str]) -> int:
 
 
 def load_or_random(args):
-    """The model of ``args``: a checkpoint, or seeded random weights (said loudly)."""
+    """The model of ``args``: a checkpoint, the bundled weights of the project's model, or
+    seeded random weights (said loudly)."""
     import torch
 
+    from .checkpoint import bundled_checkpoint
     from .config import get_config
     from .model.sam2 import SAM2Model
     from .runtime import load_sam2
 
     if args.checkpoint:
         return load_sam2(args.checkpoint, args.model, args.image_size), str(args.checkpoint)
-    name = args.model or "sam2.1_hiera_tiny"
+    name = args.model or "sam2_ros_compact"
+    bundled = bundled_checkpoint(name)
+    if bundled is not None:
+        return load_sam2(bundled, name, args.image_size), f"bundled weights {bundled}"
     overrides = {"image_size": args.image_size} if args.image_size else {}
     print(RANDOM_WEIGHTS_WARNING.format(seed=args.seed), file=sys.stderr, flush=True)
     with torch.random.fork_rng(devices=[]):
@@ -223,6 +232,8 @@ def timed_tracker(args, model, prompts):
     cond_frames = min(max(len(merge_prompts(prompts)), 1), args.max_cond_frames)
     capacity = MemoryCapacity.for_bank(model.cfg, cond_frames)
     opts = {"threads": args.threads or 0} if args.backend == "onnxruntime" else {}
+    if args.precision:
+        opts["precision"] = args.precision
     if args.backend != "torch":
         opts["log"] = tqdm.write
     runtime = make_runtime(args.backend, model, device=args.device, cache_dir=args.cache_dir,

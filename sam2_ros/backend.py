@@ -27,7 +27,7 @@ class Engine:
     backend: str  # runtime and device, for diagnostics
 
 
-_PRECISIONS = {"torch": ("fp32",), "onnxruntime": ("fp32", "fp16"),
+_PRECISIONS = {"torch": ("fp32", "bf16"), "onnxruntime": ("fp32", "fp16"),
                "tensorrt": ("fp16", "fp32")}
 
 
@@ -86,7 +86,7 @@ def _make_runtime(cfg: NodeConfig, model: Any) -> Any:
     from engine.export.layout import MemoryCapacity
     from engine.runtime import make_runtime
 
-    opts: dict[str, Any] = {}
+    opts: dict[str, Any] = {"precision": cfg.precision}
     if cfg.backend != "torch":
         opts = {"precision": cfg.precision,
                 "capacity": MemoryCapacity.for_bank(model.cfg, cfg.max_cond_frames),

@@ -159,12 +159,24 @@ def test_track_writes_an_overlay_and_prints_timing(backend, checkpoint, video, c
     assert "RANDOM" not in captured.err
 
 
+def test_track_defaults_to_the_bundled_model_and_runs_bf16(video, tmp_path, capsys):
+    path, clicks = video
+    x, y = clicks[1]
+    rc = main(["track", str(path), "--point", f"1:{x},{y}", "--precision", "bf16",
+               "--max-frames", "3", "--threads", "1", "--quiet", "--out",
+               str(tmp_path / "o.mp4")])
+    captured = capsys.readouterr()
+    assert rc == 0, captured.err
+    assert "RANDOM" not in captured.err and "sam2_ros_compact.pt" in captured.out
+    assert len(read_video(tmp_path / "o.mp4")) == 3
+
+
 def test_track_without_checkpoint_says_random_weights(video, tmp_path, capsys):
     path, clicks = video
     x, y = clicks[1]
-    rc = main(["track", str(path), "--point", f"1:{x},{y}", "--image-size", str(SIZE),
-               "--max-frames", "2", "--threads", "1", "--quiet", "--out",
-               str(tmp_path / "o.mp4")])
+    rc = main(["track", str(path), "--point", f"1:{x},{y}", "--model", "sam2.1_hiera_tiny",
+               "--image-size", str(SIZE), "--max-frames", "2", "--threads", "1", "--quiet",
+               "--out", str(tmp_path / "o.mp4")])
     captured = capsys.readouterr()
     assert rc == 0, captured.err
     assert "RANDOM weights" in captured.err and "NOT meaningful" in captured.err

@@ -184,6 +184,16 @@ def test_defaults_run_the_bundled_compact_model():
         assert torch.equal(model.state_dict()[k], v), k
 
 
+def test_torch_bf16_and_refused_precisions():
+    from sam2_ros.backend import BackendError, build_engine
+
+    engine = build_engine(NodeConfig.from_values({**defaults(), "precision": "bf16"}))
+    assert engine.backend == "torch bf16 on cpu" and engine.tracker.runtime.precision == "bf16"
+    with pytest.raises(BackendError, match="precision 'fp16' is not supported by the torch "
+                                           "backend; use one of fp32, bf16"):
+        build_engine(NodeConfig.from_values({**defaults(), "precision": "fp16"}))
+
+
 def test_meta_model_without_checkpoint_is_random_and_says_so():
     from sam2_ros.backend import _load_model
 

@@ -25,6 +25,9 @@ HAS_TRT = importlib.util.find_spec("tensorrt") is not None
 HAS_CUDA = torch.cuda.is_available()
 
 
+BF16_MEAN_IOU, BF16_MIN_IOU = 0.97, 0.85  # torch bf16 vs fp32, bundled model (see the test)
+
+
 @pytest.fixture(scope="module", autouse=True)
 def _one_thread():
     yield from single_thread()
@@ -190,6 +193,36 @@ def test_fp16_graphs_track_like_fp32(model, runtimes, tmp_path_factory):
           f"max presence-logit diff {worst_logit:.2e}")
     # random weights make tiny blob masks (~50 px) where 4 boundary pixels cost IoU 0.07
     assert worst_iou >= 0.98 and worst_pixels <= 0.005 and worst_logit <= 0.05
+
+
+def test_torch_bf16_tracks_like_fp32():
+    """torch with the image encoder and memory attention in bfloat16, on the bundled model
+    (real masks, not random-weight blobs), 12 frames of a generated scene, two objects: the
+    masks agree with fp32 and the outputs the tracker keeps are fp32."""
+    from engine.checkpoint import bundled_checkpoint, load_model
+    from engine.synthetic import Scene, click_inside
+
+    model = load_model(bundled_checkpoint("sam2_ros_compact"), "sam2_ros_compact")
+    bf16 = make_runtime("torch", model, precision="bf16")
+    feats = bf16.encode_image(torch.zeros(1, 3, 192, 192))
+    assert feats.feat.dtype == feats.pos.dtype == torch.float32
+    assert all(p.dtype == torch.float32 for p in model.parameters())  # the model is untouched
+    frames, masks = zip(*Scene(width=320, height=240, num_objects=3, seed=4).frames(12))
+    ids = sorted(masks[0])[:2]
+    clicks = {0: {i: click_inside(masks[0][i]) for i in ids}}
+    a, b = _track(TorchRuntime(model), frames, clicks), _track(bf16, frames, clicks)
+    ious = [_iou(x[i].mask, y[i].mask) for x, y in zip(a, b) for i in x]
+    worst_iou, worst_pixels, worst_logit = _tracks(a, b, min_area=0.01)
+    print(f"\ntracker torch fp32 vs bf16: mean mask IoU {np.mean(ious):.4f}, min {worst_iou:.4f}, "
+          f"<= {worst_pixels:.2%} of pixels differ, max presence-logit diff {worst_logit:.2e}")
+    assert np.mean(ious) >= BF16_MEAN_IOU and worst_iou >= BF16_MIN_IOU
+    assert worst_pixels <= 0.01
+
+
+def test_torch_precision_is_checked(model):
+    with pytest.raises(ValueError, match="precision 'fp16' is not supported by the torch "
+                                         "runtime; use one of fp32, bf16"):
+        TorchRuntime(model, precision="fp16")
 
 
 # ------------------------------------------------------------------ input checks

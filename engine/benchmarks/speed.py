@@ -77,10 +77,11 @@ class OursVideo:
     prompted on one frame only, so the tracker keeps one prompted frame per object
     (``PROMPTED_FRAMES``) and the graph runtimes need no memory slots beyond it."""
 
-    def __init__(self, runtime, frames: list[np.ndarray], clicks: dict[int, tuple]) -> None:
+    def __init__(self, runtime, frames: list[np.ndarray], clicks: dict[int, tuple],
+                 name: str | None = None) -> None:
         from ..tracker import StreamingTracker
 
-        self.name = runtime.name
+        self.name = name or runtime.name
         self.clock = StageClock(device_sync(runtime.device))
         self.tracker = StreamingTracker(runtime.model, max_objects=len(clicks),
                                         max_cond_frames=PROMPTED_FRAMES,
@@ -116,7 +117,7 @@ def run_case(case: Case, runtimes: dict, predictor, warmup: int, timed: int,
              profile: bool = False, log=print) -> CaseResult:
     """Track one case with every contestant, frames interleaved; keep the timed frames."""
     frames, clicks = make_scene(case.image_size, case.objects, 1 + warmup + timed + profile)
-    videos = [OursVideo(rt, frames, clicks) for rt in runtimes.values()]
+    videos = [OursVideo(rt, frames, clicks, label) for label, rt in runtimes.items()]
     if predictor is not None:
         videos.append(reference.ReferenceVideo(predictor, frames, clicks))
     result = CaseResult(case, {v.name: [] for v in videos if v.name != REFERENCE},
@@ -169,15 +170,20 @@ def _profile_step(video, rows: int = 12) -> str:
 
 def make_runtimes(model: SAM2Model, backends: list[str], device: str, threads: int,
                   cache_dir: Path | None, log=print) -> tuple[dict, list[str]]:
-    """The runtimes of ``backends`` that can run here, and notes on those that cannot."""
+    """The runtimes of ``backends`` that can run here, and notes on those that cannot.
+    A backend is "name" or "name:precision" (e.g. "torch:bf16", "onnxruntime:fp16"); the
+    results name it that way."""
     runtimes, notes = {}, []
-    for backend in backends:
+    for label in backends:
+        backend, _, precision = label.partition(":")
         opts = {"threads": threads} if backend == "onnxruntime" else {}
+        if precision:
+            opts["precision"] = precision
         if backend != "torch":
             opts["log"] = log
         try:
-            runtimes[backend] = _runtime(backend, model, device, cache_dir, opts, notes, log)
-        except (ImportError, RuntimeError) as err:
+            runtimes[label] = _runtime(backend, model, device, cache_dir, opts, notes, log)
+        except (ImportError, RuntimeError, ValueError) as err:
             notes.append(f"{backend}, {_where(model)}: not run: {err}")
             log(f"skipping backend {backend}: {err}")
     return runtimes, notes
@@ -254,7 +260,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help=f"cases to run, repeatable (default: {' '.join(DEFAULT_GRID)}); MODEL "
                         f"is tiny|small|base_plus|large or a full name")
     p.add_argument("--backends", default="torch,onnxruntime",
-                   help="comma-separated: torch, onnxruntime, tensorrt (skipped where absent)")
+                   help="comma-separated: torch, onnxruntime, tensorrt (skipped where absent), "
+                        "each optionally :precision (torch:bf16, onnxruntime:fp16)")
     p.add_argument("--device", default="cpu")
     p.add_argument("--threads", type=int, default=2, help="torch and onnxruntime threads")
     p.add_argument("--warmup", type=int, default=7, help="untimed frames (fill the bank)")

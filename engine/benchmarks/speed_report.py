@@ -152,6 +152,7 @@ def write_results(results: list[CaseResult], notes: list[str], args, out: Path,
 # --------------------------------------------------------------------------------- plot
 PANEL_W, PANEL_H, MARGIN = 420, 300, 48
 COLOURS = {"torch": (200, 90, 30), "onnxruntime": (40, 150, 40), "tensorrt": (160, 40, 160),
+           "torch:bf16": (20, 160, 230), "onnxruntime:fp16": (120, 200, 60),
            REFERENCE: (40, 40, 200)}  # BGR
 
 

@@ -60,7 +60,8 @@ def make_runtime(backend: str, model_or_checkpoint, device="cpu", *,
     """The runtime ``backend`` ("torch" | "onnxruntime" | "tensorrt") for a SAM2Model or a
     checkpoint path.
 
-    opts by backend: torch: ``compile`` (CUDA only). onnxruntime: ``threads``, ``precision``
+    opts by backend: torch: ``compile`` (CUDA only), ``precision`` ("fp32" | "bf16": image
+    encoder and memory attention in bfloat16). onnxruntime: ``threads``, ``precision``
     ("fp32" | "fp16" graphs), ``log``.
     tensorrt: ``precision`` ("fp16" | "fp32"), ``max_objects``, ``max_points``,
     ``on_mismatch`` ("rebuild" | "refuse"), ``log``. capacity: the fixed memory capacity of
@@ -76,8 +77,9 @@ def make_runtime(backend: str, model_or_checkpoint, device="cpu", *,
     return builders[backend](model, torch.device(device), cache_dir, capacity, **opts)
 
 
-def _torch(model, device, cache_dir, capacity, compile: bool = False) -> Runtime:
-    return TorchRuntime(model, device, compile=compile, capacity=capacity)
+def _torch(model, device, cache_dir, capacity, compile: bool = False,
+           precision: str = "fp32") -> Runtime:
+    return TorchRuntime(model, device, compile=compile, capacity=capacity, precision=precision)
 
 
 def _onnxruntime(model, device, cache_dir, capacity, threads: int = 0, precision: str = "fp32",

@@ -1,5 +1,12 @@
 """torch backend: ``SAM2Model`` itself, eager, with optional torch.compile on a CUDA GPU.
 
+``precision="bf16"`` runs the two parts that hold nearly all the arithmetic, the image encoder
+and the memory attention, in bfloat16 (a bf16 copy of the model; inputs cast on the way in,
+outputs back to fp32 on the way out). The decoder, the memory encoder and everything the tracker
+keeps stay fp32. On CPUs with AVX512-BF16 or AMX, oneDNN's bf16 matrix products are 2-3x
+faster than fp32 (see engine/benchmarks/results/speed_cpu.md for what it buys end to end, and
+tests/test_runtimes.py for the mask agreement with fp32).
+
 ``compile=True`` (CUDA only) compiles the image encoder and a fixed-capacity memory attention
 with mode "reduce-overhead" (CUDA graphs). The memory is padded to the fixed capacity (as for
 the exported graphs), so the attention sees one shape per object count; outputs are cloned,
@@ -7,6 +14,8 @@ since a graph's output buffers are overwritten by its next replay and the tracke
 features across calls. On CPU it is refused: minutes of compilation for little gain.
 """
 from __future__ import annotations
+
+import copy
 
 import torch
 from torch import Tensor
@@ -21,9 +30,16 @@ class TorchRuntime:
 
     name = "torch"
 
+    PRECISIONS = ("fp32", "bf16")
+
     def __init__(self, model: SAM2Model, device=None, compile: bool = False,
-                 capacity: MemoryCapacity | None = None) -> None:
+                 capacity: MemoryCapacity | None = None, precision: str = "fp32") -> None:
         device = torch.device(device) if device is not None else next(model.parameters()).device
+        if precision not in self.PRECISIONS:
+            raise ValueError(f"precision {precision!r} is not supported by the torch runtime; "
+                             f"use one of {', '.join(self.PRECISIONS)}")
+        if compile and precision != "fp32":
+            raise ValueError("compile=True runs fp32 only; use precision='fp32'")
         if compile and device.type != "cuda":
             raise ValueError(f"compile=True needs a CUDA device (torch.compile and CUDA graphs "
                              f"pay off on GPU only), got device {device}")
@@ -33,8 +49,12 @@ class TorchRuntime:
         # Eager attention takes any memory length; only the compiled graph has a fixed capacity.
         self.capacity = (capacity or MemoryCapacity.for_bank(model.cfg, MAX_COND_FRAMES)
                          if compile else None)
+        self.precision = precision
         self._encode = self.model.encode_image
         self._attend_fixed = None
+        # bf16: the heavy parts run on a bf16 copy (the fp32 model stays as it is for the rest)
+        self._low = (copy.deepcopy(self.model).to(torch.bfloat16)
+                     if precision == "bf16" else None)
         if compile:
             self._compile()
 
@@ -46,6 +66,9 @@ class TorchRuntime:
                                            mode="reduce-overhead")
 
     def encode_image(self, image: Tensor) -> ImageFeatures:
+        if self._low is not None:
+            f = self._low.encode_image(image.to(torch.bfloat16))
+            return ImageFeatures(f.feat.float(), f.pos.float(), [t.float() for t in f.high_res])
         if self._attend_fixed is None:
             return self._encode(image)
         f = self._encode(image)
@@ -53,6 +76,11 @@ class TorchRuntime:
 
     def attend_memory(self, feat: Tensor, pos: Tensor, memory: Tensor, memory_pos: Tensor,
                       num_obj_ptr_tokens: int, memory_valid: Tensor | None = None) -> Tensor:
+        if self._low is not None:
+            low = torch.bfloat16
+            return self._low.attend_memory(feat.to(low), pos.to(low), memory.to(low),
+                                           memory_pos.to(low), num_obj_ptr_tokens,
+                                           memory_valid).float()
         if self._attend_fixed is None:
             return self.model.attend_memory(feat, pos, memory, memory_pos, num_obj_ptr_tokens,
                                             memory_valid)
