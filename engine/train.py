@@ -301,22 +301,9 @@ class Decoded:
 
 def decode(model: SAM2Model, feat, high_res, coords, labels, mask_logits, multimask) -> Decoded:
     """``SAM2Model.decode`` with the raw candidate logits kept for the losses."""
-    n = feat.shape[0]
-    if coords is None:
-        coords = feat.new_zeros(n, 1, 2)
-        labels = -torch.ones(n, 1, dtype=torch.int32, device=feat.device)
-    sparse, dense = model.sam_prompt_encoder(coords, labels, mask_logits)
-    masks, ious, tokens, obj_logits = model.sam_mask_decoder(
-        feat, model.sam_prompt_encoder.get_dense_pe(), sparse, dense, multimask_output=multimask,
-        repeat_image=False, high_res_features=high_res)
-    present = obj_logits > 0
-    best = ious.argmax(dim=1)
-    rows = torch.arange(n, device=feat.device)
-    chosen = masks[rows, best].unsqueeze(1)
-    low_res = torch.where(present[:, :, None, None], chosen, torch.full_like(chosen, NO_OBJ_SCORE))
-    token = tokens[rows, best] if multimask and tokens.shape[1] > 1 else tokens[:, 0]
-    obj_ptr = model._gate_pointer(model.obj_ptr_proj(token), present.to(token.dtype))
-    return Decoded(masks, ious, best, low_res, obj_ptr, obj_logits)
+    out, raw, best = model.decode_candidates(feat, high_res, coords, labels, mask_logits,
+                                             multimask)
+    return Decoded(raw, out.ious, best, out.low_res_masks, out.obj_ptr, out.object_score_logits)
 
 
 def sam_loss(model: SAM2Model, out: Decoded, gt: torch.Tensor,
@@ -596,6 +583,7 @@ def save_checkpoint(model: SAM2Model, path: Path) -> None:
     tmp.replace(path)
 
 
+@torch.enable_grad()  # also when called from code that turned gradients off
 def train(cfg: TrainConfig, model_cfg: ModelConfig, out: Path, work: Path, device: str,
           resume: bool = False, log=print, bf16: bool | None = None,
           init: Path | None = None) -> SAM2Model:

@@ -163,23 +163,32 @@ class SAM2Model(nn.Module):
         (1 positive, 0 negative, 2/3 box corners, -1 padding), or None for no points;
         mask_logits (B,1,4h,4w) dense mask prompt or None.
         """
+        return self.decode_candidates(feat, high_res, point_coords, point_labels, mask_logits,
+                                      multimask)[0]
+
+    def decode_candidates(self, feat: torch.Tensor, high_res: list[torch.Tensor],
+                          point_coords: torch.Tensor | None, point_labels: torch.Tensor | None,
+                          mask_logits: torch.Tensor | None,
+                          multimask: bool) -> tuple[DecoderOutput, torch.Tensor, torch.Tensor]:
+        """``decode``, plus what training needs: every candidate's raw logits (B, M, 4h, 4w),
+        before absent objects are gated to "nothing here", and the chosen candidate (B,)."""
         b = feat.shape[0]
         if point_coords is None:
             point_coords = feat.new_zeros(b, 1, 2)
             point_labels = -torch.ones(b, 1, dtype=torch.int32, device=feat.device)
         sparse, dense = self.sam_prompt_encoder(point_coords, point_labels, mask_logits)
-        masks, ious, tokens, obj_logits = self.sam_mask_decoder(
+        raw, ious, tokens, obj_logits = self.sam_mask_decoder(
             feat, self.sam_prompt_encoder.get_dense_pe(), sparse, dense,
             multimask_output=multimask, repeat_image=False, high_res_features=high_res)
         present = obj_logits > 0  # (B, 1)
         # An absent object's masks are hard-set to "nothing here".
-        masks = torch.where(present[:, :, None, None], masks, torch.full_like(masks, NO_OBJ_SCORE))
+        masks = torch.where(present[:, :, None, None], raw, torch.full_like(raw, NO_OBJ_SCORE))
         best = ious.argmax(dim=1)  # (B,)
         rows = torch.arange(b, device=feat.device)
         low_res = masks[rows, best].unsqueeze(1)
         token = tokens[rows, best] if multimask and tokens.shape[1] > 1 else tokens[:, 0]
-        obj_ptr = self._gate_pointer(self.obj_ptr_proj(token), present.float())
-        return DecoderOutput(masks, ious, low_res, obj_ptr, obj_logits)
+        obj_ptr = self._gate_pointer(self.obj_ptr_proj(token), present.to(token.dtype))
+        return DecoderOutput(masks, ious, low_res, obj_ptr, obj_logits), raw, best
 
     def decode_mask_prompt(self, feat: torch.Tensor, high_res: list[torch.Tensor],
                            mask: torch.Tensor) -> DecoderOutput:
