@@ -39,34 +39,18 @@ DEFAULT_OUT = ROOT / "engine" / "benchmarks" / "results" / "quality.md"
 TARGET = 1  # the prompted object of every evaluation clip
 
 
-class RuntimeModel:
-    """``SAM2Model``'s surface with the heavy per-frame calls routed to a ``Runtime``, so the
-    streaming tracker runs unchanged on any backend."""
-
-    HEAVY = {"encode_image", "attend_memory", "decode", "decode_mask_prompt", "encode_memory",
-             "encode_prompt_memory"}
-
-    def __init__(self, runtime) -> None:
-        self._runtime = runtime
-
-    def eval(self):
-        return self
-
-    def __getattr__(self, name):
-        return getattr(self._runtime if name in self.HEAVY else self._runtime.model, name)
-
-
 def make_tracker_factory(backend: str, model, cache_dir: Path | None = None, threads: int = 1):
-    """A function returning a fresh ``StreamingTracker`` on ``backend`` for ``model``."""
+    """A function returning a fresh ``StreamingTracker`` on ``backend`` ("name" or
+    "name:precision", e.g. "torch:bf16", "onnxruntime:fp16") for ``model``."""
+    from ..runtime import make_runtime
     from ..tracker import StreamingTracker
 
-    if backend == "torch":
-        return lambda: StreamingTracker(model, max_objects=1)
-    from ..runtime import make_runtime
-
-    runtime = make_runtime(backend, model, cache_dir=cache_dir, threads=threads,
-                           log=lambda s: None)
-    return lambda: StreamingTracker(RuntimeModel(runtime), max_objects=1)
+    name, _, precision = backend.partition(":")
+    opts = {"precision": precision} if precision else {}
+    if name != "torch":
+        opts.update(threads=threads, log=lambda s: None)
+    runtime = make_runtime(name, model, cache_dir=cache_dir, **opts)
+    return lambda: StreamingTracker(model, max_objects=1, runtime=runtime)
 
 
 def track_clip(new_tracker, clip: ClipSpec) -> tuple[ClipScore, int, float]:
