@@ -276,6 +276,6 @@ def test_check_fails_loudly(model, exported):
             return features + 1e-3, pos
 
     with pytest.raises(ExportCheckError, match=r"output maskmem_features max \|diff\| .* > "
-                                               r"tolerance 0.0001"):
+                                               r"tolerance 0\.000\d+"):
         check_with_onnxruntime(exported.path("memory_encoder"), Off(), spec,
                                {"objects": 2, "points": 1}, tolerance=1e-4)

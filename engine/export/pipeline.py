@@ -117,6 +117,6 @@ def _describe(part: ExportedPart, seconds: float) -> str:
     if check:
         worst = max(check["max_abs_diff"][name] for name in check["held"])
         text += f"; onnxruntime vs torch max |diff| {worst:.2e}"
-        if check["relative"]:
-            text += f" (fp16 vs fp16 torch, bound {check['tolerance']:g} x max |output|)"
+        text += f" (bound {check['tolerance']:g} x max(1, max |output|)"
+        text += ", fp16 vs fp16 torch)" if check["relative"] else ")"
     return text

@@ -1,0 +1,80 @@
+"""The bundled compact model really tracks: J&F on held-out synthetic clips, torch and onnxruntime.
+
+A CI-sized subset of the benchmark (``engine.benchmarks.quality``): one clip per phenomenon,
+24 frames, one click on frame 0. The floors sit below what the committed weights score (see
+engine/benchmarks/results/quality.md for the full set) and far above what untrained weights
+score (checked here too), so a broken tracker, loader, backend or generator fails here.
+"""
+import numpy as np
+import pytest
+import torch
+
+from engine.benchmarks.quality import DEFAULT_CHECKPOINT, DEFAULT_MODEL, run
+from engine.metrics import summarize
+from engine.synthetic import evaluation_set
+
+FLOOR_JF = 0.45  # overall J&F on the subset: the committed weights score 0.545 here (0.654
+# on the full 32-clip set of quality.md); the issue's goal of 0.85 is not reached yet
+FLOOR_PRESENCE = 0.85  # overall presence accuracy on the subset
+MAX_BACKEND_GAP = 0.01  # |J&F(onnxruntime) - J&F(torch)|
+MAX_FILE_BYTES = 20 * 1024 * 1024
+
+
+@pytest.fixture(scope="module")
+def model():
+    from engine.checkpoint import load_model
+
+    assert DEFAULT_CHECKPOINT.is_file(), f"bundled weights missing: {DEFAULT_CHECKPOINT}"
+    torch.set_num_threads(1)
+    return load_model(DEFAULT_CHECKPOINT, DEFAULT_MODEL)
+
+
+@pytest.fixture(scope="module")
+def clips():
+    return evaluation_set(per_phenomenon=1, num_frames=24)
+
+
+@pytest.fixture(scope="module")
+def torch_result(model, clips):
+    return run("torch", model, clips, log=lambda s: None)
+
+
+def test_bundled_weights_are_small_and_in_the_official_format():
+    from engine.checkpoint import identify, read_state_dict
+
+    assert DEFAULT_CHECKPOINT.stat().st_size < MAX_FILE_BYTES
+    state = read_state_dict(DEFAULT_CHECKPOINT)
+    assert identify(state) is None, "must not pass for one of Meta's published models"
+    assert all(v.dtype == torch.float32 for v in state.values())
+
+
+def test_torch_tracks_held_out_clips(torch_result):
+    s = summarize(torch_result.scores)
+    print(f"\ntorch subset: J {s.j:.3f} F {s.f:.3f} J&F {s.jf:.3f} "
+          f"presence {s.presence_accuracy:.3f} reacquired {s.reacquired}/{s.reacquire_cases}")
+    assert s.jf >= FLOOR_JF
+    assert s.presence_accuracy >= FLOOR_PRESENCE
+
+
+def test_random_weights_do_not_pass(clips):
+    """The floor means something: the same architecture untrained scores far below it."""
+    from engine.config import get_config
+    from engine.model.sam2 import SAM2Model
+
+    torch.manual_seed(0)
+    untrained = SAM2Model(get_config(DEFAULT_MODEL)).eval()
+    s = summarize(run("torch", untrained, clips[:2], log=lambda s: None).scores)
+    print(f"\nuntrained subset: J&F {s.jf:.3f}")
+    assert s.jf < FLOOR_JF - 0.2
+
+
+def test_onnxruntime_matches_torch_quality(model, clips, torch_result, tmp_path_factory):
+    pytest.importorskip("onnxruntime")
+    ort = run("onnxruntime", model, clips, cache_dir=tmp_path_factory.mktemp("onnx"),
+              log=lambda s: None)
+    a, b = summarize(torch_result.scores), summarize(ort.scores)
+    print(f"\nonnxruntime subset: J&F {b.jf:.3f} (torch {a.jf:.3f})")
+    assert abs(b.jf - a.jf) <= MAX_BACKEND_GAP
+    assert b.jf >= FLOOR_JF
+    per_clip = [abs(x.jf - y.jf) for x, y in zip(torch_result.scores, ort.scores)]
+    assert float(np.max(per_clip)) <= 0.05
