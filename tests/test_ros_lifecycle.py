@@ -30,7 +30,8 @@ def _configure_fails_with(ros, node, reason: str) -> None:
 
 
 def test_configure_refuses_invalid_parameter_override(ros, node):
-    _configure_fails_with(ros, node, "image_size=100 must be a multiple of 32")
+    _configure_fails_with(ros, node,
+                          "image_size=100 must be 0 (the model's own size) or a multiple of 32")
 
 
 def test_configure_refuses_missing_checkpoint(ros, node):

@@ -16,8 +16,8 @@ RATE_HZ, SECONDS = 100.0, 8.0
 
 @pytest.fixture(scope="module")
 def node():
-    with NodeProcess({"image_size": 128, "autostart": True, "diagnostics_period_s": 0.5,
-                      "qos_depth": 5}) as proc:
+    with NodeProcess({"model": "sam2.1_hiera_tiny", "image_size": 128, "autostart": True,
+                      "diagnostics_period_s": 0.5, "qos_depth": 5}) as proc:
         yield proc
 
 

@@ -21,8 +21,8 @@ from sam2_ros.conversions import fill_image
 from sam2_ros_interfaces.srv import AddPrompt
 
 W, H = 128, 96
-PARAMS = {"image_size": 128, "max_objects": 3, "prompt_window_s": 3.0,
-          "diagnostics_period_s": 0.5, "qos_depth": 5}
+PARAMS = {"model": "sam2.1_hiera_tiny", "image_size": 128, "max_objects": 3,
+          "prompt_window_s": 3.0, "diagnostics_period_s": 0.5, "qos_depth": 5}
 
 
 @pytest.fixture(scope="module")
