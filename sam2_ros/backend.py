@@ -25,6 +25,7 @@ class Engine:
     make_scratch_tracker: Callable[[], Any]  # a fresh tracker on the same model (replays)
     weights: str  # what the weights are, for logs and diagnostics
     backend: str  # runtime and device, for diagnostics
+    random_weights: bool  # no checkpoint and none bundled: masks are not meaningful
 
 
 _PRECISIONS = {"torch": ("fp32", "bf16"), "onnxruntime": ("fp32", "fp16"),
@@ -52,7 +53,8 @@ def build_engine(cfg: NodeConfig) -> Engine:
         return StreamingTracker(model, max_objects=cfg.max_objects,
                                 max_cond_frames=cfg.max_cond_frames, runtime=runtime)
 
-    return Engine(make(), make, weights, f"{cfg.backend} {cfg.precision} on {cfg.device}")
+    return Engine(make(), make, weights, f"{cfg.backend} {cfg.precision} on {cfg.device}",
+                  cfg.random_weights)
 
 
 def _load_model(cfg: NodeConfig) -> tuple[Any, str]:

@@ -65,6 +65,7 @@ class Sam2Node(LifecycleNode):
         self.cfg: NodeConfig | None = None
         self._session: TrackingSession | None = None
         self._worker: LatestFrameWorker | None = None
+        self._banner = ""  # on ~/overlay: set at configure (random weights say so)
         self._sub = self._diag_timer = None
         self._pubs: dict[str, Any] = {}
         self._srvs: list[Any] = []
@@ -85,7 +86,8 @@ class Sam2Node(LifecycleNode):
             return FAILURE
         self.cfg = cfg
         log = self.get_logger()
-        (log.warning if cfg.random_weights else log.info)(f"model: {engine.weights}")
+        (log.warning if engine.random_weights else log.info)(f"model: {engine.weights}")
+        self._banner = "RANDOM WEIGHTS: masks not meaningful" if engine.random_weights else ""
         out = _qos(cfg.output_qos, cfg.qos_depth)
         self._pubs = {
             "masks": self.create_lifecycle_publisher(Image, "~/masks", out),
@@ -195,8 +197,7 @@ class Sam2Node(LifecycleNode):
         if cfg.publish_overlay and overlay.get_subscription_count() > 0:
             shown = [(r.obj_id, labels[r.obj_id], r.mask, r.box)
                      for r, t in zip(results, tracks) if t.visible]
-            banner = "RANDOM WEIGHTS: masks not meaningful" if cfg.random_weights else ""
-            picture = render_overlay(frame.rgb, shown, cfg.overlay_alpha, banner)
+            picture = render_overlay(frame.rgb, shown, cfg.overlay_alpha, self._banner)
             overlay.publish(fill_image(Image(header=header), picture, "rgb8"))
 
     def _track_msg(self, r: ObjectResult, label: int) -> ObjectTrack:
