@@ -93,6 +93,9 @@ class NodeConfig:
                                             "visible", _float_in(0.0, 1.0), live=True)
     prompt_window_s: float = _param(0.5, "how long received frames stay promptable by stamp",
                                     _float_in(0.0, 10.0))
+    prompt_wait_s: float = _param(1.0, "how long a prompt stamped with a frame that has not "
+                                       "arrived yet waits for it", _float_in(0.0, 10.0),
+                                  live=True)
     max_window_frames: int = _param(32, "cap on frames kept in the prompt window",
                                     _int_in(1, 1000))
     service_timeout_s: float = _param(30.0, "how long a service call waits for the tracker",

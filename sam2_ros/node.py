@@ -2,8 +2,10 @@
 
 configure builds the engine (a bad parameter or checkpoint fails the transition with the reason
 in the log), activate subscribes to the camera, deactivate unsubscribes, cleanup releases the
-model. Inference runs on one worker thread that always takes the newest frame; the executor
-thread only receives messages and answers services. Topics, services and parameters: SPEC 6.
+model. Inference runs on one worker thread that always takes the newest frame; two executor
+threads only receive messages and answer services (camera frames have their own callback
+group, so they keep arriving while a prompt waits for the frame it was made on). Topics,
+services and parameters: SPEC 6.
 
     python -m sam2_ros.node --ros-args -p autostart:=true -r image:=/camera/image_raw
 """
@@ -19,7 +21,8 @@ import rclpy
 from builtin_interfaces.msg import Time
 from diagnostic_msgs.msg import DiagnosticArray
 from rcl_interfaces.msg import ParameterDescriptor, SetParametersResult
-from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
+from rclpy.callback_groups import MutuallyExclusiveCallbackGroup
+from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor
 from rclpy.lifecycle import LifecycleNode, LifecycleState, TransitionCallbackReturn
 from rclpy.qos import QoSProfile, ReliabilityPolicy, qos_profile_sensor_data
 from sensor_msgs.msg import CompressedImage, Image, RegionOfInterest
@@ -70,6 +73,7 @@ class Sam2Node(LifecycleNode):
         self._pubs: dict[str, Any] = {}
         self._srvs: list[Any] = []
         self._seq = 0
+        self._input_group = MutuallyExclusiveCallbackGroup()  # camera frames only
         self._stats = FrameStats()
         self._warned: dict[str, float] = {}
 
@@ -114,9 +118,11 @@ class Sam2Node(LifecycleNode):
         qos = _qos(cfg.input_qos, cfg.qos_depth)
         if cfg.input_transport == "compressed":
             self._sub = self.create_subscription(CompressedImage, "image/compressed",
-                                                 self._on_image, qos)
+                                                 self._on_image, qos,
+                                                 callback_group=self._input_group)
         else:
-            self._sub = self.create_subscription(Image, "image", self._on_image, qos)
+            self._sub = self.create_subscription(Image, "image", self._on_image, qos,
+                                                 callback_group=self._input_group)
         self._diag_timer = self.create_timer(cfg.diagnostics_period_s, self._on_diagnostics)
         self.get_logger().info(f"active: listening on {self._sub.topic_name} ({cfg.input_qos})")
         return super().on_activate(state)
@@ -160,12 +166,16 @@ class Sam2Node(LifecycleNode):
 
     # -------------------------------------------------------------------- input
     def _on_image(self, msg: Image | CompressedImage) -> None:
+        # Runs in its own callback group, so frames keep arriving while a service waits.
+        session, worker = self._session, self._worker
+        if session is None or worker is None:  # released meanwhile
+            return
         self._seq += 1
         stamp_ns = msg.header.stamp.sec * 10**9 + msg.header.stamp.nanosec
         frame = Frame(self._seq, stamp_ns, msg, received=time.monotonic())
         self._stats.on_received()
-        self._session.window.push(frame)
-        self._worker.offer(frame)
+        session.window.push(frame)
+        worker.offer(frame)
 
     def _warn_input(self, text: str) -> None:
         """Log a rejected input at most every 5 s per kind of problem (one bad camera must not
@@ -237,6 +247,10 @@ class Sam2Node(LifecycleNode):
     def _on_add_prompt(self, req: AddPrompt.Request, resp: AddPrompt.Response):
         stamp_ns = req.frame_stamp.sec * 10**9 + req.frame_stamp.nanosec
         session = self._session
+        if session is not None and stamp_ns:
+            # The request may overtake the frame it was made on: give that frame time to arrive
+            # (images are received on another executor thread meanwhile).
+            session.window.wait_until(stamp_ns, self.cfg.prompt_wait_s)
         out, err = self._call_worker(lambda: session.prompt(req.object_id, req, stamp_ns))
         resp.object_id = req.object_id
         if err is not None:
@@ -279,7 +293,7 @@ class Sam2Node(LifecycleNode):
 def main(args: list[str] | None = None) -> None:
     rclpy.init(args=args)
     node = Sam2Node()
-    executor = SingleThreadedExecutor()
+    executor = MultiThreadedExecutor(num_threads=2)  # images, and services that may wait
     executor.add_node(node)
     try:
         if node.get_parameter("autostart").value:

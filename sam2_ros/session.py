@@ -50,6 +50,7 @@ class FrameWindow:
         self.window_s = window_s
         self._frames: deque[Frame] = deque(maxlen=max_frames)
         self._lock = threading.Lock()
+        self._arrived = threading.Condition(self._lock)
 
     def push(self, frame: Frame) -> None:
         with self._lock:
@@ -57,6 +58,14 @@ class FrameWindow:
             while len(self._frames) > 1 and \
                     frame.received - self._frames[0].received > self.window_s:
                 self._frames.popleft()
+            self._arrived.notify_all()
+
+    def wait_until(self, stamp_ns: int, timeout: float) -> bool:
+        """Wait (at most ``timeout`` s) until a frame stamped ``stamp_ns`` or later has arrived:
+        a prompt may reach the node before the frame it was made on. True once one has."""
+        with self._lock:
+            return self._arrived.wait_for(
+                lambda: bool(self._frames) and self._frames[-1].stamp_ns >= stamp_ns, timeout)
 
     def find(self, stamp_ns: int) -> Frame | None:
         """The newest frame with this stamp still in the window, else None."""
@@ -177,12 +186,19 @@ class TrackingSession:
             return found, ""
         if found is not None:  # newer than anything tracked: track it first
             return self._ensure_tracked(found), ""
+        newest = self.window.newest()
+        if stamp_ns and (newest is None or newest.stamp_ns < stamp_ns):
+            # Never apply it to an older frame: the object was elsewhere there.
+            seen = (f"the newest received is {stamp_text(newest.stamp_ns)}"
+                    if newest is not None else "no frame has been received")
+            raise InputError(f"frame {stamp_text(stamp_ns)} has not arrived within "
+                             f"prompt_wait_s ({seen}); stamp the prompt with a received "
+                             "frame's header stamp, or 0 for the newest frame")
         note = ""
         if stamp_ns:
             note = (f" (frame {stamp_text(stamp_ns)} is not among the frames of the last "
                     f"{self.cfg.prompt_window_s:g} s, so the newest frame was used)")
         if cur is None:
-            newest = self.window.newest()
             if newest is None:
                 raise InputError("no frame received yet: prompts apply to a camera frame")
             cur = self._ensure_tracked(newest)

@@ -152,6 +152,36 @@ def test_prompt_on_recent_past_frame_is_carried_forward(ros, scene_frames):
     assert ros.reset().success
 
 
+def test_prompt_that_overtakes_its_frame_waits_for_it(ros, scene_frames):
+    """A prompt sent before its frame reaches the node (a loaded machine, a slow link) is applied
+    to that frame once it arrives, never to an older one; a frame that never arrives gets the
+    prompt refused with the reason, and no object is created."""
+    (rgb_a, _), (rgb_b, truth_b) = scene_frames[10:12]
+    stamp_a, _ = track_frame(ros, rgb_a)
+    stamp_b = next_stamp(ros)
+    cli = ros.client(AddPrompt, "add_prompt")
+    assert ros.wait_for(cli.service_is_ready, 20.0)
+    req = _request(object_id=7, points_x=[float(click_inside(truth_b[1])[0])],
+                   points_y=[float(click_inside(truth_b[1])[1])], labels=[1])
+    req.frame_stamp.sec, req.frame_stamp.nanosec = divmod(stamp_b, 10**9)
+    future = cli.call_async(req)
+    ros.spin_for(0.3)  # the request is at the node, waiting; frame b is published after it
+    assert not future.done(), "the prompt did not wait for its frame"
+    ros.publish_image(rgb_b, stamp_b)
+    assert ros.wait_for(future.done, 30.0)
+    r = future.result()
+    assert r.success, r.message
+    assert ns(r.applied_stamp) == stamp_b and "newest frame" not in r.message, r.message
+    assert ns(r.applied_stamp) != stamp_a
+
+    never = next_stamp(ros) + 10**9
+    r = ros.add_prompt(8, [(20.0, 20.0)], [1], stamp_ns=never)
+    assert not r.success and "has not arrived within prompt_wait_s" in r.message, r.message
+    _, tracks = track_frame(ros, scene_frames[12][0])
+    assert ids(tracks) == [7]
+    assert ros.reset().success
+
+
 def _request(**fields) -> AddPrompt.Request:
     return AddPrompt.Request(object_id=fields.pop("object_id", 1), **fields)
 
