@@ -76,6 +76,7 @@ class TrainConfig:
     memory_init: bool = True  # clip stage from step 0: the two initialisations of the memory path
     absent_weight: float = 1.0  # clip stage: weight of absent frames in the presence loss
     event_rate: float = 1.0  # clip stage: scales the chance of an occlusion / exit per clip
+    correct_rate: float = 0.3  # clip stage: chance that a clip gets one corrective click
 
 
 # ---------------------------------------------------------------------------- data
@@ -433,8 +434,8 @@ def _store(banks, t: int, mem: torch.Tensor, ptr: torch.Tensor, prompted: bool) 
         bank.add_prompted(entry) if prompted else bank.add_tracked(entry)
 
 
-def clip_step(rng, model, batch: ClipBatch, amp,
-              absent_weight: float = 1.0) -> tuple[torch.Tensor, dict]:
+def clip_step(rng, model, batch: ClipBatch, amp, absent_weight: float = 1.0,
+              correct_rate: float = 0.3) -> tuple[torch.Tensor, dict]:
     cfg = model.cfg
     frozen = not any(p.requires_grad for p in model.image_encoder.parameters())
     with torch.set_grad_enabled(not frozen), amp():
@@ -454,7 +455,7 @@ def clip_step(rng, model, batch: ClipBatch, amp,
     with amp():
         pos_table = None
         kind = rng.choice(["click", "box", "mask"], p=[0.55, 0.25, 0.2])
-        correct_at = int(rng.integers(1, t_len)) if rng.random() < 0.3 else -1
+        correct_at = int(rng.integers(1, t_len)) if rng.random() < correct_rate else -1
         for t in range(t_len):
             idx = batch.frame_of[:, t]
             feat, pos = feats.feat[idx], feats.pos[idx]
@@ -637,7 +638,8 @@ def train(cfg: TrainConfig, model_cfg: ModelConfig, out: Path, work: Path, devic
                 loss, stats = image_step(rng, model, batch, amp)
             else:
                 batch = sample_clip_batch(rng, cfg, model_cfg.image_size, device)
-                loss, stats = clip_step(rng, model, batch, amp, cfg.absent_weight)
+                loss, stats = clip_step(rng, model, batch, amp, cfg.absent_weight,
+                                        cfg.correct_rate)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             gnorm = torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip)
