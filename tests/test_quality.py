@@ -88,3 +88,18 @@ def test_torch_bf16_keeps_tracking_quality(model, clips, torch_result):
     a = summarize(torch_result.scores)
     print(f"\ntorch:bf16 subset: J&F {bf16.jf:.3f} (torch fp32 {a.jf:.3f})")
     assert abs(bf16.jf - a.jf) <= MAX_BF16_GAP
+
+
+def test_operator_corrections_are_applied_and_reported(model, clips, torch_result):
+    """The --corrections protocol: clicks only where the mask had failed (IoU < 0.5, object in
+    view), each raises the IoU of its own frame on average, and the report shows them."""
+    from engine.benchmarks.quality import AFTER, CORRECT_BELOW, corrections_report
+
+    corrected = run("torch", model, clips, log=lambda s: None, corrections=True)
+    clicks = corrected.corrections
+    assert clicks, "the subset has failed frames, so the operator must click somewhere"
+    assert all(c.before < CORRECT_BELOW and len(c.after) <= AFTER for c in clicks)
+    assert {c.clip for c in clicks} <= {s.name for s in corrected.scores}
+    assert np.mean([c.at for c in clicks]) > np.mean([c.before for c in clicks]) + 0.1
+    text = "\n".join(corrections_report(corrected, torch_result))
+    assert f"| **overall** | {len(clips)} | {summarize(torch_result.scores).jf:.3f} |" in text
