@@ -2,16 +2,17 @@
 
 configure builds the engine (a bad parameter or checkpoint fails the transition with the reason
 in the log), activate subscribes to the camera, deactivate unsubscribes, cleanup releases the
-model. Inference runs on one worker thread that always takes the newest frame; two executor
-threads only receive messages and answer services (camera frames have their own callback
-group, so they keep arriving while a prompt waits for the frame it was made on). Topics,
-services and parameters: SPEC 6.
+model. Inference runs on one worker thread that always takes the newest frame; the executor
+thread only receives messages and answers services (a prompt that waits for the frame it was
+made on awaits it, so frames keep being received meanwhile). Topics, services and parameters:
+SPEC 6.
 
     python -m sam2_ros.node --ros-args -p autostart:=true -r image:=/camera/image_raw
 """
 from __future__ import annotations
 
 import re
+import threading
 import time
 import traceback
 from dataclasses import replace
@@ -21,8 +22,9 @@ import rclpy
 from builtin_interfaces.msg import Time
 from diagnostic_msgs.msg import DiagnosticArray
 from rcl_interfaces.msg import ParameterDescriptor, SetParametersResult
-from rclpy.callback_groups import MutuallyExclusiveCallbackGroup
-from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor
+from rclpy.callback_groups import MutuallyExclusiveCallbackGroup, ReentrantCallbackGroup
+from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
+from rclpy.task import Future
 from rclpy.lifecycle import LifecycleNode, LifecycleState, TransitionCallbackReturn
 from rclpy.qos import QoSProfile, ReliabilityPolicy, qos_profile_sensor_data
 from sensor_msgs.msg import CompressedImage, Image, RegionOfInterest
@@ -73,7 +75,12 @@ class Sam2Node(LifecycleNode):
         self._pubs: dict[str, Any] = {}
         self._srvs: list[Any] = []
         self._seq = 0
-        self._input_group = MutuallyExclusiveCallbackGroup()  # camera frames only
+        self._waiters: list[tuple[int, Future]] = []  # prompts waiting for their frame
+        # A waiting prompt holds the default callback group: frames and the waits' timers
+        # need groups of their own to run meanwhile (on the same executor thread).
+        self._input_group = MutuallyExclusiveCallbackGroup()
+        self._wait_group = ReentrantCallbackGroup()
+        self._waiters_lock = threading.Lock()
         self._stats = FrameStats()
         self._warned: dict[str, float] = {}
 
@@ -166,7 +173,6 @@ class Sam2Node(LifecycleNode):
 
     # -------------------------------------------------------------------- input
     def _on_image(self, msg: Image | CompressedImage) -> None:
-        # Runs in its own callback group, so frames keep arriving while a service waits.
         session, worker = self._session, self._worker
         if session is None or worker is None:  # released meanwhile
             return
@@ -176,6 +182,7 @@ class Sam2Node(LifecycleNode):
         self._stats.on_received()
         session.window.push(frame)
         worker.offer(frame)
+        self._wake_waiters(stamp_ns)
 
     def _warn_input(self, text: str) -> None:
         """Log a rejected input at most every 5 s per kind of problem (one bad camera must not
@@ -244,13 +251,46 @@ class Sam2Node(LifecycleNode):
             self.get_logger().error(f"request failed: {err!r}\n{traceback.format_exc()}")
             return None, f"internal error: {err!r}"
 
-    def _on_add_prompt(self, req: AddPrompt.Request, resp: AddPrompt.Response):
-        stamp_ns = req.frame_stamp.sec * 10**9 + req.frame_stamp.nanosec
+    def _frame_arrival(self, stamp_ns: int) -> Future | None:
+        """A future done once a frame stamped ``stamp_ns`` or later has arrived (True) or
+        ``prompt_wait_s`` has passed (False); None when no wait is needed."""
         session = self._session
-        if session is not None and stamp_ns:
-            # The request may overtake the frame it was made on: give that frame time to arrive
-            # (images are received on another executor thread meanwhile).
-            session.window.wait_until(stamp_ns, self.cfg.prompt_wait_s)
+        newest = session.window.newest() if session is not None else None
+        if not stamp_ns or session is None or (newest is not None and
+                                               newest.stamp_ns >= stamp_ns):
+            return None
+        future = Future()
+        with self._waiters_lock:
+            self._waiters.append((stamp_ns, future))
+        timer = None
+
+        def expire() -> None:
+            timer.cancel()
+            self.destroy_timer(timer)
+            with self._waiters_lock:
+                self._waiters = [(s, f) for s, f in self._waiters if f is not future]
+            if not future.done():
+                future.set_result(False)
+        timer = self.create_timer(self.cfg.prompt_wait_s, expire,
+                                  callback_group=self._wait_group)
+        return future
+
+    def _wake_waiters(self, stamp_ns: int) -> None:
+        with self._waiters_lock:
+            woken = [f for s, f in self._waiters if s <= stamp_ns]
+            self._waiters = [(s, f) for s, f in self._waiters if s > stamp_ns]
+        for future in woken:
+            if not future.done():
+                future.set_result(True)
+
+    async def _on_add_prompt(self, req: AddPrompt.Request, resp: AddPrompt.Response):
+        stamp_ns = req.frame_stamp.sec * 10**9 + req.frame_stamp.nanosec
+        arrival = self._frame_arrival(stamp_ns)
+        if arrival is not None:
+            # The request overtook the frame it was made on: the executor keeps receiving
+            # frames while this callback waits for that one (or prompt_wait_s runs out).
+            await arrival
+        session = self._session
         out, err = self._call_worker(lambda: session.prompt(req.object_id, req, stamp_ns))
         resp.object_id = req.object_id
         if err is not None:
@@ -293,7 +333,7 @@ class Sam2Node(LifecycleNode):
 def main(args: list[str] | None = None) -> None:
     rclpy.init(args=args)
     node = Sam2Node()
-    executor = MultiThreadedExecutor(num_threads=2)  # images, and services that may wait
+    executor = SingleThreadedExecutor()
     executor.add_node(node)
     try:
         if node.get_parameter("autostart").value:

@@ -50,7 +50,6 @@ class FrameWindow:
         self.window_s = window_s
         self._frames: deque[Frame] = deque(maxlen=max_frames)
         self._lock = threading.Lock()
-        self._arrived = threading.Condition(self._lock)
 
     def push(self, frame: Frame) -> None:
         with self._lock:
@@ -58,14 +57,6 @@ class FrameWindow:
             while len(self._frames) > 1 and \
                     frame.received - self._frames[0].received > self.window_s:
                 self._frames.popleft()
-            self._arrived.notify_all()
-
-    def wait_until(self, stamp_ns: int, timeout: float) -> bool:
-        """Wait (at most ``timeout`` s) until a frame stamped ``stamp_ns`` or later has arrived:
-        a prompt may reach the node before the frame it was made on. True once one has."""
-        with self._lock:
-            return self._arrived.wait_for(
-                lambda: bool(self._frames) and self._frames[-1].stamp_ns >= stamp_ns, timeout)
 
     def find(self, stamp_ns: int) -> Frame | None:
         """The newest frame with this stamp still in the window, else None."""
