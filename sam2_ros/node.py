@@ -24,9 +24,9 @@ from diagnostic_msgs.msg import DiagnosticArray
 from rcl_interfaces.msg import ParameterDescriptor, SetParametersResult
 from rclpy.callback_groups import MutuallyExclusiveCallbackGroup, ReentrantCallbackGroup
 from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
-from rclpy.task import Future
 from rclpy.lifecycle import LifecycleNode, LifecycleState, TransitionCallbackReturn
 from rclpy.qos import QoSProfile, ReliabilityPolicy, qos_profile_sensor_data
+from rclpy.task import Future
 from sensor_msgs.msg import CompressedImage, Image, RegionOfInterest
 from std_srvs.srv import Trigger
 
@@ -76,11 +76,11 @@ class Sam2Node(LifecycleNode):
         self._srvs: list[Any] = []
         self._seq = 0
         self._waiters: list[tuple[int, Future]] = []  # prompts waiting for their frame
+        self._waiters_lock = threading.Lock()
         # A waiting prompt holds the default callback group: frames and the waits' timers
         # need groups of their own to run meanwhile (on the same executor thread).
         self._input_group = MutuallyExclusiveCallbackGroup()
         self._wait_group = ReentrantCallbackGroup()
-        self._waiters_lock = threading.Lock()
         self._stats = FrameStats()
         self._warned: dict[str, float] = {}
 
@@ -276,6 +276,8 @@ class Sam2Node(LifecycleNode):
         return future
 
     def _wake_waiters(self, stamp_ns: int) -> None:
+        if not self._waiters:  # the usual case, on every frame
+            return
         with self._waiters_lock:
             woken = [f for s, f in self._waiters if s <= stamp_ns]
             self._waiters = [(s, f) for s, f in self._waiters if s > stamp_ns]
