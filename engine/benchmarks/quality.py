@@ -161,7 +161,6 @@ def corrections_report(r: BackendResult, without: BackendResult) -> list[str]:
     return lines
 
 
-
 def _row(label: str, s: Summary) -> str:
     re = f"{s.reacquired}/{s.reacquire_cases}" if s.reacquire_cases else "-"
     return (f"| {label} | {s.clips} | {s.j:.3f} | {s.f:.3f} | **{s.jf:.3f}** | "
