@@ -80,7 +80,7 @@ class NodeConfig:
                              _image_size)
     seed: int = _param(0, "seed of the random weights when no checkpoint is given",
                        _int_in(0, 2**31 - 1))
-    num_threads: int = _param(0, "CPU threads for inference (0: the runtime's default)",
+    num_threads: int = _param(0, "CPU threads for inference (0: all usable CPUs but one)",
                               _int_in(0, 256))
     # Tracking.
     max_objects: int = _param(8, "most objects tracked at once (>255 makes ~/masks mono16)",

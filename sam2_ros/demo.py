@@ -62,6 +62,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    help="model input side; 0: the model's own (192 compact, 1024 Meta's)")
     p.add_argument("--device", default="cpu")
     p.add_argument("--backend", default="torch")
+    p.add_argument("--threads", type=int, default=None,
+                   help="the node's num_threads (CPU threads for inference); default: "
+                        "config/sam2.yaml's")
     p.add_argument("--out", default="artifacts/sam2_demo_overlay.mp4", help="overlay video")
     p.add_argument("--timeout", type=float, default=120.0, help="node start-up limit (s)")
     return p.parse_args(argv)
@@ -105,6 +108,8 @@ def start_node(args) -> subprocess.Popen:
               "checkpoint": f'"{args.checkpoint}"', "device": args.device,
               "backend": args.backend,
               "input_transport": "compressed" if args.compressed else "raw"}
+    if args.threads is not None:
+        params["num_threads"] = args.threads
     cmd = [sys.executable, "-m", "sam2_ros.node", "--ros-args",
            "--params-file", str(ROOT / "config" / "sam2.yaml"), "-r", f"image:={CAMERA_TOPIC}",
            "-r", f"image/compressed:={CAMERA_TOPIC}/compressed"]

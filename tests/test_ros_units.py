@@ -187,11 +187,25 @@ def test_defaults_run_the_bundled_compact_model():
 def test_torch_bf16_and_refused_precisions():
     from sam2_ros.backend import BackendError, build_engine
 
-    engine = build_engine(NodeConfig.from_values({**defaults(), "precision": "bf16"}))
-    assert engine.backend == "torch bf16 on cpu" and engine.tracker.runtime.precision == "bf16"
+    engine = build_engine(NodeConfig.from_values({**defaults(), "precision": "bf16",
+                                                  "num_threads": 1}))
+    assert engine.backend == "torch bf16 on cpu, 1 CPU thread(s)"
+    assert engine.tracker.runtime.precision == "bf16"
     with pytest.raises(BackendError, match="precision 'fp16' is not supported by the torch "
                                            "backend; use one of fp32, bf16"):
         build_engine(NodeConfig.from_values({**defaults(), "precision": "fp16"}))
+
+
+def test_inference_threads_leave_one_cpu_free_by_default(monkeypatch):
+    import os
+
+    from sam2_ros.backend import inference_threads
+
+    for usable, expected in ((1, 1), (2, 1), (8, 7)):
+        monkeypatch.setattr(os, "sched_getaffinity", lambda pid, n=usable: set(range(n)))
+        assert inference_threads(NodeConfig.from_values(defaults())) == expected
+    # An explicit value wins, whatever the machine has.
+    assert inference_threads(NodeConfig.from_values({**defaults(), "num_threads": 3})) == 3
 
 
 def test_meta_model_without_checkpoint_is_random_and_says_so():
