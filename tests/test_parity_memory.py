@@ -188,8 +188,18 @@ def _complex_rope(x, end_x, theta, q_len=None):
     return torch.stack((out.real, out.imag), dim=-1).flatten(-2)  # (..., N, D)
 
 
+@pytest.fixture(params=["eager", "graph"])
+def rope_mode(request, monkeypatch):
+    """Both forms of the rotation: complex products (eager) and real cos/sin ops (what a traced
+    or compiled graph gets)."""
+    from engine.model import rope
+
+    monkeypatch.setattr(rope, "_in_graph", lambda: request.param == "graph")
+    return request.param
+
+
 @pytest.mark.parametrize("end_x,end_y,head_dim", [(3, 3, 8), (4, 2, 16), (5, 5, 12)])
-def test_rope_tables_match_complex_rotation(end_x, end_y, head_dim):
+def test_rope_tables_match_complex_rotation(end_x, end_y, head_dim, rope_mode):
     theta = 100.0  # a small theta turns the later pairs noticeably too
     x = torch.randn(2, 3, end_x * end_y, head_dim)
     cos, sin = axial_rope_tables(head_dim, end_x, end_y, theta)
@@ -197,7 +207,7 @@ def test_rope_tables_match_complex_rotation(end_x, end_y, head_dim):
     assert d < 1e-5, d
 
 
-def test_rope_tiled_keys_match_complex_rotation():
+def test_rope_tiled_keys_match_complex_rotation(rope_mode):
     """rope_k_repeat: key i uses the query grid's cell i % Nq (grid tiled, not interleaved)."""
     end, head_dim, reps, theta = 3, 8, 4, 10.0
     k = torch.randn(2, 1, reps * end * end, head_dim)
@@ -207,7 +217,7 @@ def test_rope_tiled_keys_match_complex_rotation():
 
 
 @pytest.mark.parametrize("num_exclude", [0, 5, 32])
-def test_rope_attention_matches_reference_module(num_exclude):
+def test_rope_attention_matches_reference_module(num_exclude, rope_mode):
     """Our RoPEAttention vs the reference's (complex) RoPEAttention on a 4x4 grid, 2 heads."""
     from sam2.modeling.sam.transformer import RoPEAttention as RefRoPEAttention
 
@@ -221,3 +231,17 @@ def test_rope_attention_matches_reference_module(num_exclude):
     d = max_abs_diff(out, ref(q, k, v, num_k_exclude_rope=num_exclude))
     assert d < 1e-5, d
     assert ours.rope_tables(16, q.device)[0] is ours.rope_tables(16, q.device)[0]  # cached
+
+
+@pytest.mark.filterwarnings("ignore::DeprecationWarning", "ignore::torch.jit.TracerWarning")
+def test_eager_and_graph_rotations_agree():
+    """The two forms compute the same products: equal to float32 rounding."""
+    from engine.model import rope
+
+    cos, sin = axial_rope_tables(32, 6, 6)
+    x = torch.randn(2, 1, 3 * 36, 32)
+    eager = rope.rotate_tiled(x, cos, sin)
+    with torch.no_grad():
+        traced = torch.jit.trace(lambda t: rope.rotate_tiled(t, cos, sin), (x,))
+    assert "complex" not in str(traced.graph)  # ONNX has no complex numbers
+    assert max_abs_diff(eager, traced(x)) < 1e-6

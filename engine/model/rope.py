@@ -52,13 +52,33 @@ def _swap_pairs(x: Tensor) -> Tensor:
     return torch.stack((-pairs[..., 1], pairs[..., 0]), dim=-1).reshape(x.shape)  # (..., D)
 
 
-def rotate(x: Tensor, cos: Tensor, sin: Tensor) -> Tensor:
-    """Rotate x (..., N, D) by tables cos, sin (N, D); computed in float32 like the reference."""
+def turns_table(cos: Tensor, sin: Tensor) -> Tensor:
+    """(N, D) cos/sin tables -> (N, D/2) complex64 unit numbers cos + i sin, one per pair."""
+    return torch.complex(cos[:, ::2].contiguous(), sin[:, ::2].contiguous())
+
+
+def _in_graph() -> bool:
+    """True while torch traces or compiles (ONNX export, torch.compile): graphs get real ops."""
+    return (torch.jit.is_tracing() or torch.onnx.is_in_onnx_export()
+            or torch.compiler.is_compiling())
+
+
+def rotate(x: Tensor, cos: Tensor, sin: Tensor, turns: Tensor | None = None) -> Tensor:
+    """Rotate x (..., N, D) by tables cos, sin (N, D); computed in float32 like the reference.
+
+    Eager: one complex multiply per pair (the reference's arithmetic, several times faster than
+    the real form on a CPU); ``turns`` is ``turns_table(cos, sin)`` when the caller caches it.
+    Traced or compiled: the same products written with real ops (cos/sin arithmetic).
+    """
     xf = x.float()
-    return (xf * cos + _swap_pairs(xf) * sin).to(x.dtype)
+    if _in_graph():
+        return (xf * cos + _swap_pairs(xf) * sin).to(x.dtype)
+    turns = turns_table(cos, sin) if turns is None else turns
+    pairs = torch.view_as_complex(xf.reshape(*xf.shape[:-1], -1, 2))  # (..., N, D/2)
+    return torch.view_as_real(pairs * turns).reshape(x.shape).to(x.dtype)
 
 
-def rotate_tiled(x: Tensor, cos: Tensor, sin: Tensor) -> Tensor:
+def rotate_tiled(x: Tensor, cos: Tensor, sin: Tensor, turns: Tensor | None = None) -> Tensor:
     """Rotate x (B, heads, r * N, D) with tables (N, D) repeated r times along the tokens.
 
     Token i uses table row i % N: each block of N tokens (one spatial memory) gets the grid's
@@ -69,7 +89,7 @@ def rotate_tiled(x: Tensor, cos: Tensor, sin: Tensor) -> Tensor:
     if n_tok % n:
         raise ValueError(f"{n_tok} rotated keys are not a whole number of {n}-token grids")
     blocks = x.reshape(b, h, n_tok // n, n, d)  # (B, heads, r, N, D)
-    return rotate(blocks, cos, sin).reshape(b, h, n_tok, d)  # (B, heads, r * N, D)
+    return rotate(blocks, cos, sin, turns).reshape(b, h, n_tok, d)  # (B, heads, r * N, D)
 
 
 class RoPEAttention(Attention):
@@ -88,27 +108,31 @@ class RoPEAttention(Attention):
         super().__init__(embedding_dim, num_heads, downsample_rate, dropout, kv_in_dim)
         self.rope_theta = rope_theta
         self.rope_k_repeat = rope_k_repeat
-        self._tables: dict[tuple, tuple[Tensor, Tensor]] = {}
+        self._tables: dict[tuple, tuple[Tensor, Tensor, Tensor]] = {}
 
-    def rope_tables(self, num_tokens: int, device: torch.device) -> tuple[Tensor, Tensor]:
-        """Cached (num_tokens, head_dim) cos/sin tables of the square grid with num_tokens cells."""
+    def rope_tables(self, num_tokens: int, device: torch.device
+                    ) -> tuple[Tensor, Tensor, Tensor]:
+        """Cached (num_tokens, head_dim) cos/sin tables of the square grid with num_tokens
+        cells, and their (num_tokens, head_dim / 2) complex form (``turns_table``)."""
         key = (num_tokens, device)
         if key not in self._tables:
             side = math.isqrt(num_tokens)
             if side * side != num_tokens:
                 raise ValueError(f"RoPE queries must form a square grid, got {num_tokens} tokens")
             head_dim = self.internal_dim // self.num_heads
-            self._tables[key] = axial_rope_tables(head_dim, side, side, self.rope_theta, device)
+            cos, sin = axial_rope_tables(head_dim, side, side, self.rope_theta, device)
+            self._tables[key] = (cos, sin, turns_table(cos, sin))
         return self._tables[key]
 
-    def _rotate_keys(self, k: Tensor, cos: Tensor, sin: Tensor, num_k_exclude_rope: int) -> Tensor:
+    def _rotate_keys(self, k: Tensor, tables: tuple[Tensor, Tensor, Tensor],
+                     num_k_exclude_rope: int) -> Tensor:
         """k (B, heads, Nk, D): rotate the first Nk - num_k_exclude_rope keys, keep the rest."""
         n_rope = k.shape[-2] - num_k_exclude_rope
         if n_rope == 0:
             return k
-        if n_rope != cos.shape[0] and not self.rope_k_repeat:
+        if n_rope != tables[0].shape[0] and not self.rope_k_repeat:
             raise ValueError("keys and queries differ in length but rope_k_repeat is off")
-        rotated = rotate_tiled(k[:, :, :n_rope], cos, sin)  # (B, heads, n_rope, D)
+        rotated = rotate_tiled(k[:, :, :n_rope], *tables)  # (B, heads, n_rope, D)
         if num_k_exclude_rope == 0:
             return rotated
         return torch.cat((rotated, k[:, :, n_rope:]), dim=2)  # (B, heads, Nk, D)
@@ -124,7 +148,7 @@ class RoPEAttention(Attention):
         q = self.split_heads(self.q_proj(q))  # (B, heads, Nq, D)
         k = self.split_heads(self.k_proj(k))  # (B, heads, Nk, D)
         v = self.split_heads(self.v_proj(v))  # (B, heads, Nk, D)
-        cos, sin = self.rope_tables(q.shape[-2], q.device)
-        q = rotate(q, cos, sin)
-        k = self._rotate_keys(k, cos, sin, num_k_exclude_rope)
+        tables = self.rope_tables(q.shape[-2], q.device)
+        q = rotate(q, *tables)
+        k = self._rotate_keys(k, tables, num_k_exclude_rope)
         return self.attend(q, k, v, attn_mask)
