@@ -91,6 +91,27 @@ def test_attend_memory_variable_length_input(model, runtimes, backend, spatial, 
            [runtimes[backend].attend_memory(*args)], [model.attend_memory(*args)])
 
 
+def test_torch_cpu_attention_in_object_groups_equals_one_call(model, monkeypatch):
+    """On a CPU, large memories go through attention a few objects at a time (cache-sized
+    groups); the result is the one-call result, per object, with the validity masks sliced."""
+    import engine.runtime.torch_runtime as torch_runtime
+
+    rt = TorchRuntime(model)
+    feat, pos, _ = _features(model, 5)
+    n = 3 * HW + 4 * PTR_TOKENS
+    memory, memory_pos = torch.randn(5, n, 64), torch.randn(5, n, 64)
+    valid = torch.ones(5, n, dtype=torch.bool)
+    valid[3, HW:3 * HW] = False  # object 3 holds one spatial memory
+    args = (feat, pos, memory, memory_pos, 4 * PTR_TOKENS, valid)
+    assert rt.objects_per_attention_call(5, n) == 5  # small: one call
+    whole = rt.attend_memory(*args)
+    per_object = n * model.cfg.d_model * 4
+    monkeypatch.setattr(torch_runtime, "CPU_ATTENTION_GROUP_BYTES", 2 * per_object)
+    assert rt.objects_per_attention_call(5, n) == 2  # groups of 2, 2 and 1
+    _close("torch attend_memory in groups of 2", [rt.attend_memory(*args)], [whole])
+    _close("one call vs the model", [whole], [model.attend_memory(*args)])
+
+
 @pytest.mark.parametrize("backend", ["torch", "onnxruntime"])
 @pytest.mark.parametrize("prompt", ["none", "points", "points+mask"])
 @pytest.mark.parametrize("multimask", [True, False])
