@@ -14,11 +14,12 @@ since a graph's output buffers are overwritten by its next replay and the tracke
 features across calls. On CPU it is refused: minutes of compilation for little gain.
 
 On a CPU, eager memory attention takes the objects in groups whose projected keys stay within
-``CPU_ATTENTION_GROUP_BYTES`` (all of them at once at small image sizes, one by one at 512 px
-and above). Past a few MB per call, the passes around the attention kernel (projection biases,
-RoPE, ReLU, copies) run from main memory instead of cache: tiny at 512 px with 8 objects took
-5.0 s in one call and 4.4 s one object at a time (1 thread). On a GPU the whole batch goes in
-one call.
+``CPU_ATTENTION_GROUP_BYTES``: 4 at a time at 256 px, 2 at 384 px, one by one from 512 px up
+(the reference runs objects one by one at every size). Past a few MB per call, the passes
+around the attention kernel (projection biases, RoPE, ReLU, copies) run from main memory instead
+of cache. Tiny, 8 objects, 1 thread, best of 3 on a 2-core AMD EPYC: 512 px 5.35 s in one call,
+5.04 s one by one; 384 px 2.52 s in one call, 2.16 s in pairs; 256 px no clear difference. On
+a GPU the whole batch goes in one call.
 """
 from __future__ import annotations
 
@@ -34,7 +35,7 @@ from ..model.sam2 import DecoderOutput, ImageFeatures, SAM2Model
 
 # Largest projected key tensor (objects x memory tokens x d_model, fp32) one eager CPU memory
 # attention call gets; measured on a 2-core AMD EPYC (see the module docstring).
-CPU_ATTENTION_GROUP_BYTES = 16 * 2**20
+CPU_ATTENTION_GROUP_BYTES = 9 * 2**20
 
 
 class TorchRuntime:
