@@ -54,9 +54,27 @@ def build_engine(cfg: NodeConfig) -> Engine:
         return StreamingTracker(model, max_objects=cfg.max_objects,
                                 max_cond_frames=cfg.max_cond_frames, runtime=runtime)
 
+    warm_up(make())
     return Engine(make(), make, weights,
                   f"{cfg.backend} {cfg.precision} on {cfg.device}, {threads} CPU thread(s)",
                   cfg.random_weights)
+
+
+def warm_up(tracker: Any, frames: int = 3) -> None:
+    """Run every part of the model once (a prompted frame, then tracked ones) on a blank
+    frame, on a tracker that is then thrown away.
+
+    The first inference of a process loads code and sets up kernels: on a machine whose disk
+    cache is cold it took seconds, so the first camera frames waited, prompts made on them
+    outlived the prompt window and the node fell behind its camera. Paid here, it delays
+    "configured" instead."""
+    import numpy as np
+
+    blank = np.zeros((240, 320, 3), np.uint8)
+    for i in range(frames):
+        tracker.track(blank)
+        if i == 0:
+            tracker.add_prompt(1, points=[(160.0, 120.0)], labels=[1])
 
 
 def inference_threads(cfg: NodeConfig) -> int:

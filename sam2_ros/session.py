@@ -189,9 +189,11 @@ class TrackingSession:
         if stamp_ns:
             note = (f" (frame {stamp_text(stamp_ns)} is not among the frames of the last "
                     f"{self.cfg.prompt_window_s:g} s, so the newest frame was used)")
-        if cur is None:
-            if newest is None:
-                raise InputError("no frame received yet: prompts apply to a camera frame")
+        if cur is None and newest is None:
+            raise InputError("no frame received yet: prompts apply to a camera frame")
+        if cur is None or (stamp_ns and cur.stamp_ns < stamp_ns):
+            # the tracker is behind the prompt's frame (newest is then newer than the stamp):
+            # the newest received frame, never an older one
             cur = self._ensure_tracked(newest)
         return cur, note
 

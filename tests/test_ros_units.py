@@ -297,3 +297,36 @@ def test_frame_window_is_bounded_in_time_and_count():
     assert window.find(104) is None  # older than 0.5 s
     assert window.find(200).seq == 6
 
+
+
+def test_prompt_on_a_frame_the_tracker_has_not_reached_uses_the_newest_frame():
+    """A stamped prompt whose frame has left the window while the tracker was still behind it
+    (a slow first frame) goes to the newest received frame, never to the older frame the
+    tracker happens to be on, where the object was elsewhere."""
+    from sam2_ros.backend import build_engine
+    from sam2_ros.diagnostics import FrameStats
+    from sam2_ros.session import TrackingSession
+    from sam2_ros_interfaces.srv import AddPrompt
+
+    cfg = NodeConfig.from_values({**defaults(), "num_threads": 1, "prompt_window_s": 0.5})
+    engine = build_engine(cfg)  # warmed up on a tracker of its own: this one starts fresh
+    assert engine.tracker.frame_index is None and engine.tracker.object_ids == []
+    published = []
+    session = TrackingSession(engine, cfg, lambda msg: msg,
+                              lambda frame, results, labels: published.append(frame.seq),
+                              FrameStats(), lambda text: None)
+    old = time.monotonic() - 5.0
+    frames = [Frame(i + 1, 1_000 + i, np.full((48, 64, 3), 40 * i, np.uint8),
+                    received=old + 0.01 * i) for i in range(3)]
+    frames.append(Frame(4, 2_000, np.zeros((48, 64, 3), np.uint8), received=time.monotonic()))
+    session.window.push(frames[0])
+    session.process(frames[0])  # the tracker is on frame 1 ...
+    for f in frames[1:]:
+        session.window.push(f)  # ... frames 2-3 have expired, frame 4 is the newest received
+    req = AddPrompt.Request(object_id=1, points_x=[10.0], points_y=[10.0], labels=[1])
+    out = session.prompt(1, req, stamp_ns=1_002)  # made on frame 3, no longer promptable
+    assert out.applied_stamp_ns == 2_000, out.message
+    assert session.current is frames[3] and published == [1, 4]
+    assert "newest frame was used" in out.message
+    # a prompt on the tracker's own frame still applies there
+    assert session.prompt(1, req, stamp_ns=2_000).applied_stamp_ns == 2_000
