@@ -77,6 +77,7 @@ class TrainConfig:
     absent_weight: float = 1.0  # clip stage: weight of absent frames in the presence loss
     event_rate: float = 1.0  # clip stage: scales the chance of an occlusion / exit per clip
     correct_rate: float = 0.3  # clip stage: chance that a clip gets one corrective click
+    burn_in: int = 0  # clip stage: frames tracked before the trained ones, without gradients
 
 
 # ---------------------------------------------------------------------------- data
@@ -193,7 +194,7 @@ class ClipBatch:
 
 def sample_clip_batch(rng, cfg: TrainConfig, size: int, device) -> ClipBatch:
     frames, frame_of, gts = [], [], []
-    t_len = cfg.clip_len
+    t_len = cfg.clip_len + cfg.burn_in
     while len(frames) < cfg.clip_batch * t_len:
         stride = int(rng.integers(1, 4))
         start = int(rng.integers(0, 10))
@@ -435,7 +436,13 @@ def _store(banks, t: int, mem: torch.Tensor, ptr: torch.Tensor, prompted: bool) 
 
 
 def clip_step(rng, model, batch: ClipBatch, amp, absent_weight: float = 1.0,
-              correct_rate: float = 0.3) -> tuple[torch.Tensor, dict]:
+              correct_rate: float = 0.3, burn_in: int = 0) -> tuple[torch.Tensor, dict]:
+    """One clip batch through the memory path; the loss is the mean over its trained frames.
+
+    With ``burn_in`` > 0 the first ``burn_in`` frames (the prompted frame 0 among them) are
+    tracked without gradients or losses, so the trained frames condition on a memory bank
+    full of the model's own earlier outputs, drift included, as on a long stream; they cost
+    a forward pass each."""
     cfg = model.cfg
     frozen = not any(p.requires_grad for p in model.image_encoder.parameters())
     with torch.set_grad_enabled(not frozen), amp():
@@ -447,64 +454,73 @@ def clip_step(rng, model, batch: ClipBatch, amp, absent_weight: float = 1.0,
 
     def add(loss, st):
         nonlocal total, count
+        if not torch.is_grad_enabled():  # a burn-in frame: no loss
+            return
         total = total + loss
         count += 1
         for k, v in st.items():
             stats[k] = stats.get(k, 0.0) + v
 
-    with amp():
-        pos_table = None
-        kind = rng.choice(["click", "box", "mask"], p=[0.55, 0.25, 0.2])
-        correct_at = int(rng.integers(1, t_len)) if rng.random() < correct_rate else -1
-        for t in range(t_len):
-            idx = batch.frame_of[:, t]
-            feat, pos = feats.feat[idx], feats.pos[idx]
-            high_res = [h[idx] for h in feats.high_res]
-            gt, gt_np = gt_all[:, t, None], batch.gt[:, t]
-            if t == 0:
-                if kind == "mask":  # the mask is the output; the decoder only makes the pointer
-                    given = model.decode_mask_prompt(feat, high_res, gt)
-                    out = Decoded(given.low_res_multimasks, given.ious,
-                                  torch.zeros_like(given.ious[:, 0], dtype=torch.long),
-                                  given.low_res_masks, given.obj_ptr, given.object_score_logits)
-                else:
-                    multi = use_multimask(cfg, True, 1 if kind == "click" else 2)
-                    out, loss, st = prompt_and_refine(rng, model, model.add_no_memory(feat),
-                                                      high_res, gt_np, gt, kind,
-                                                      refine=rng.random() < 0.5,
-                                                      first_multimask=multi)
-                    add(loss, st)
-                mem, mpos = model.encode_prompt_memory(feat, model.upscale_masks(out.low_res),
-                                                       out.obj_logits)
-                if pos_table is None:
-                    pos_table = torch.cat([model.spatial_memory_pos(mpos[:1], s)
-                                           for s in range(cfg.num_maskmem)])
-                _store(banks, t, mem, out.obj_ptr, prompted=True)
-                continue
-            tokens, mem_pos, n_ptr = _assemble(model, banks, t, pos_table)
-            cond = model.attend_memory(feat, pos, tokens, mem_pos, n_ptr)
-            out = decode(model, cond, high_res, None, None, None,
-                         multimask=use_multimask(cfg, False, 0))
+    pos_table = None
+    kind = rng.choice(["click", "box", "mask"], p=[0.55, 0.25, 0.2])
+    correct_at = int(rng.integers(max(1, burn_in), t_len)) if rng.random() < correct_rate else -1
+
+    def frame(t: int) -> None:
+        nonlocal pos_table
+        idx = batch.frame_of[:, t]
+        feat, pos = feats.feat[idx], feats.pos[idx]
+        high_res = [h[idx] for h in feats.high_res]
+        gt, gt_np = gt_all[:, t, None], batch.gt[:, t]
+        if t == 0:
+            if kind == "mask":  # the mask is the output; the decoder only makes the pointer
+                given = model.decode_mask_prompt(feat, high_res, gt)
+                out = Decoded(given.low_res_multimasks, given.ious,
+                              torch.zeros_like(given.ious[:, 0], dtype=torch.long),
+                              given.low_res_masks, given.obj_ptr, given.object_score_logits)
+            else:
+                multi = use_multimask(cfg, True, 1 if kind == "click" else 2)
+                out, loss, st = prompt_and_refine(rng, model, model.add_no_memory(feat),
+                                                  high_res, gt_np, gt, kind,
+                                                  refine=rng.random() < 0.5,
+                                                  first_multimask=multi)
+                add(loss, st)
+            mem, mpos = model.encode_prompt_memory(feat, model.upscale_masks(out.low_res),
+                                                   out.obj_logits)
+            if pos_table is None:
+                pos_table = torch.cat([model.spatial_memory_pos(mpos[:1], s)
+                                       for s in range(cfg.num_maskmem)])
+            _store(banks, t, mem, out.obj_ptr, prompted=True)
+            return
+        tokens, mem_pos, n_ptr = _assemble(model, banks, t, pos_table)
+        cond = model.attend_memory(feat, pos, tokens, mem_pos, n_ptr)
+        out = decode(model, cond, high_res, None, None, None,
+                     multimask=use_multimask(cfg, False, 0))
+        loss, st = sam_loss(model, out, gt, absent_weight)
+        add(loss, st)
+        if t == correct_at:  # a corrective click makes this a prompted frame
+            coords = feat.new_zeros(n, 0, 2)
+            labels = torch.zeros(n, 0, dtype=torch.int32, device=feat.device)
+            coords, labels = _add_clicks(rng, coords, labels, _np_masks(out.low_res, model),
+                                         gt_np)
+            prev = out.low_res.detach().clamp(-PREV_LOGITS_CLAMP, PREV_LOGITS_CLAMP)
+            out = decode(model, cond, high_res, coords, labels, prev,
+                         multimask=use_multimask(cfg, False, 1))
             loss, st = sam_loss(model, out, gt, absent_weight)
             add(loss, st)
-            if t == correct_at:  # a corrective click makes this a prompted frame
-                coords = feat.new_zeros(n, 0, 2)
-                labels = torch.zeros(n, 0, dtype=torch.int32, device=feat.device)
-                coords, labels = _add_clicks(rng, coords, labels, _np_masks(out.low_res, model),
-                                             gt_np)
-                prev = out.low_res.detach().clamp(-PREV_LOGITS_CLAMP, PREV_LOGITS_CLAMP)
-                out = decode(model, cond, high_res, coords, labels, prev,
-                             multimask=use_multimask(cfg, False, 1))
-                loss, st = sam_loss(model, out, gt, absent_weight)
-                add(loss, st)
-                mem, _ = model.encode_prompt_memory(feat, model.upscale_masks(out.low_res),
-                                                    out.obj_logits)
-                _store(banks, t, mem, out.obj_ptr, prompted=True)
-            else:
-                mem, _ = model.encode_memory(feat, model.upscale_masks(out.low_res),
-                                             out.obj_logits)
-                _store(banks, t, mem, out.obj_ptr, prompted=False)
-    return total / max(count, 1), {k: v / max(count, 1) for k, v in stats.items()}
+            mem, _ = model.encode_prompt_memory(feat, model.upscale_masks(out.low_res),
+                                                out.obj_logits)
+            _store(banks, t, mem, out.obj_ptr, prompted=True)
+        else:
+            mem, _ = model.encode_memory(feat, model.upscale_masks(out.low_res),
+                                         out.obj_logits)
+            _store(banks, t, mem, out.obj_ptr, prompted=False)
+
+    with amp():
+        for t in range(t_len):
+            with torch.set_grad_enabled(t >= burn_in):
+                frame(t)
+    with torch.enable_grad():  # the trained frames' graph, whatever the caller's grad mode
+        return total / max(count, 1), {k: v / max(count, 1) for k, v in stats.items()}
 
 
 @torch.no_grad()
@@ -639,7 +655,7 @@ def train(cfg: TrainConfig, model_cfg: ModelConfig, out: Path, work: Path, devic
             else:
                 batch = sample_clip_batch(rng, cfg, model_cfg.image_size, device)
                 loss, stats = clip_step(rng, model, batch, amp, cfg.absent_weight,
-                                        cfg.correct_rate)
+                                        cfg.correct_rate, cfg.burn_in)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             gnorm = torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip)

@@ -51,3 +51,34 @@ def test_resume_continues_from_the_saved_state(tmp_path, capsys):
     assert "resumed at stage image step 1" in log
     assert "image     1/2" in log and "image     0/2" not in log.split("resumed")[1]
     assert not all(torch.equal(first[k], v) for k, v in read_state_dict(out).items())
+
+
+def test_burn_in_frames_are_tracked_without_gradients(tmp_path):
+    """--burn-in: the first frames (the prompted frame among them) run without gradients or
+    losses; the trained frames still train the memory path through the bank they filled."""
+    import numpy as np
+
+    from engine.model.sam2 import SAM2Model
+    from engine.train import clip_step, sample_clip_batch
+
+    torch.set_num_threads(1)
+    torch.manual_seed(0)
+    model = SAM2Model(SMALL).train()
+    model.image_encoder.requires_grad_(False)
+    cfg = replace(STEPS, clip_len=2, burn_in=3)
+    rng = np.random.default_rng(5)
+    batch = sample_clip_batch(rng, cfg, SMALL.image_size, "cpu")
+    assert batch.frame_of.shape[1] == 5 and batch.gt.shape[1] == 5
+    loss, stats = clip_step(rng, model, batch, lambda: torch.autocast("cpu", enabled=False),
+                            correct_rate=0.0, burn_in=cfg.burn_in)
+    assert math.isfinite(float(loss)) and 0.0 <= stats["J"] <= 1.0
+    loss.backward()
+    grads = {k: p.grad for k, p in model.named_parameters()}
+    prompt_only = [k for k in grads if k.startswith(("sam_prompt_encoder.point_embeddings.1",
+                                                     "sam_prompt_encoder.point_embeddings.2",
+                                                     "sam_prompt_encoder.mask_downscaling"))]
+    assert prompt_only and all(grads[k] is None or not grads[k].any() for k in prompt_only)
+    assert any(g is not None and g.any() for k, g in grads.items()
+               if k.startswith("memory_attention."))
+    assert any(g is not None and g.any() for k, g in grads.items()
+               if k.startswith("memory_encoder."))
