@@ -77,7 +77,8 @@ class TrainConfig:
     absent_weight: float = 1.0  # clip stage: weight of absent frames in the presence loss
     event_rate: float = 1.0  # clip stage: scales the chance of an occlusion / exit per clip
     correct_rate: float = 0.3  # clip stage: chance that a clip gets one corrective click
-    burn_in: int = 0  # clip stage: frames tracked before the trained ones, without gradients
+    burn_in: int = 0  # clip stage: up to this many frames (drawn per step) tracked before the
+    # trained ones without gradients, so later frames of a stream are trained too
 
 
 # ---------------------------------------------------------------------------- data
@@ -192,9 +193,10 @@ class ClipBatch:
     gt: np.ndarray  # (N, T, S, S) bool at model resolution
 
 
-def sample_clip_batch(rng, cfg: TrainConfig, size: int, device) -> ClipBatch:
+def sample_clip_batch(rng, cfg: TrainConfig, size: int, device, burn_in: int = 0) -> ClipBatch:
+    """Clips of ``cfg.clip_len + burn_in`` frames."""
     frames, frame_of, gts = [], [], []
-    t_len = cfg.clip_len + cfg.burn_in
+    t_len = cfg.clip_len + burn_in
     while len(frames) < cfg.clip_batch * t_len:
         stride = int(rng.integers(1, 4))
         start = int(rng.integers(0, 10))
@@ -653,9 +655,10 @@ def train(cfg: TrainConfig, model_cfg: ModelConfig, out: Path, work: Path, devic
                 batch = sample_image_batch(rng, cfg, model_cfg.image_size, device)
                 loss, stats = image_step(rng, model, batch, amp)
             else:
-                batch = sample_clip_batch(rng, cfg, model_cfg.image_size, device)
+                burn_in = int(rng.integers(0, cfg.burn_in + 1)) if cfg.burn_in else 0
+                batch = sample_clip_batch(rng, cfg, model_cfg.image_size, device, burn_in)
                 loss, stats = clip_step(rng, model, batch, amp, cfg.absent_weight,
-                                        cfg.correct_rate, cfg.burn_in)
+                                        cfg.correct_rate, burn_in)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             gnorm = torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip)
