@@ -7,6 +7,7 @@ Every refusal raises ``BackendError`` with a reason a user can act on.
 from __future__ import annotations
 
 import os
+import time
 from dataclasses import dataclass, replace
 from typing import Any, Callable
 
@@ -27,6 +28,7 @@ class Engine:
     weights: str  # what the weights are, for logs and diagnostics
     backend: str  # runtime and device, for diagnostics
     random_weights: bool  # no checkpoint and none bundled: masks are not meaningful
+    warmup_s: float = 0.0  # seconds the model's first run (``warm_up``) took
 
 
 _PRECISIONS = {"torch": ("fp32", "bf16"), "onnxruntime": ("fp32", "fp16"),
@@ -54,10 +56,11 @@ def build_engine(cfg: NodeConfig) -> Engine:
         return StreamingTracker(model, max_objects=cfg.max_objects,
                                 max_cond_frames=cfg.max_cond_frames, runtime=runtime)
 
+    start = time.monotonic()
     warm_up(make())
     return Engine(make(), make, weights,
                   f"{cfg.backend} {cfg.precision} on {cfg.device}, {threads} CPU thread(s)",
-                  cfg.random_weights)
+                  cfg.random_weights, time.monotonic() - start)
 
 
 def warm_up(tracker: Any, frames: int = 3) -> None:

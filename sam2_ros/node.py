@@ -117,7 +117,8 @@ class Sam2Node(LifecycleNode):
                                         self._warn_input)
         self._worker = LatestFrameWorker(self._session.process, self._on_worker_error).start()
         log.info(f"configured: {engine.backend}, max {cfg.max_objects} objects, "
-                 f"prompt window {cfg.prompt_window_s:g} s")
+                 f"prompt window {cfg.prompt_window_s:g} s, model warmed up in "
+                 f"{engine.warmup_s:.2f} s")
         return super().on_configure(state)
 
     def on_activate(self, state: LifecycleState) -> TransitionCallbackReturn:
