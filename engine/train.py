@@ -42,7 +42,7 @@ import torch
 import torch.nn.functional as F
 
 from .config import COMPACT, ModelConfig
-from .memory_bank import MemoryBank, MemoryEntry
+from .memory_bank import MemoryBank, MemoryEntry, MemorySelection
 from .model.sam2 import NO_OBJ_SCORE, SAM2Model
 from .synthetic import TRAIN_SEED_BASE, Exit, Occlusion, Scene
 
@@ -79,6 +79,8 @@ class TrainConfig:
     correct_rate: float = 0.3  # clip stage: chance that a clip gets one corrective click
     burn_in: int = 0  # clip stage: up to this many frames (drawn per step) tracked before the
     # trained ones without gradients, so later frames of a stream are trained too
+    recent_drop: float = 0.0  # clip stage: chance that a tracked frame sees no recent spatial
+    # memories (prompted frames' and the pointers only), so the object pointers must carry it
 
 
 # ---------------------------------------------------------------------------- data
@@ -413,10 +415,15 @@ def image_step(rng, model, batch: ImageBatch, amp) -> tuple[torch.Tensor, dict]:
     return total, stats
 
 
-def _assemble(model: SAM2Model, banks: list[MemoryBank], t: int, pos_table: torch.Tensor):
+def _assemble(model: SAM2Model, banks: list[MemoryBank], t: int, pos_table: torch.Tensor,
+              recent: bool = True):
     """Memory tokens of N objects whose banks have the same layout (as the tracker's
-    ``_assemble``, differentiable): tokens, pos (N, M, 64) and the pointer-token count."""
+    ``_assemble``, differentiable): tokens, pos (N, M, 64) and the pointer-token count.
+    ``recent=False`` leaves out the recent frames' spatial memories (slots other than 0)."""
     sels = [b.select(t) for b in banks]
+    if not recent:
+        sels = [MemorySelection([(f, k) for f, k in s.spatial if k == 0], s.pointers)
+                for s in sels]
     spatial = torch.stack([torch.cat([f.float() for f, _ in s.spatial]) for s in sels])
     spatial_pos = torch.cat([pos_table[slot] for _, slot in sels[0].spatial])
     ptrs = torch.stack([torch.stack([p.float() for p, _ in s.pointers]) for s in sels])
@@ -438,13 +445,15 @@ def _store(banks, t: int, mem: torch.Tensor, ptr: torch.Tensor, prompted: bool) 
 
 
 def clip_step(rng, model, batch: ClipBatch, amp, absent_weight: float = 1.0,
-              correct_rate: float = 0.3, burn_in: int = 0) -> tuple[torch.Tensor, dict]:
+              correct_rate: float = 0.3, burn_in: int = 0,
+              recent_drop: float = 0.0) -> tuple[torch.Tensor, dict]:
     """One clip batch through the memory path; the loss is the mean over its trained frames.
 
     With ``burn_in`` > 0 the first ``burn_in`` frames (the prompted frame 0 among them) are
     tracked without gradients or losses, so the trained frames condition on a memory bank
     full of the model's own earlier outputs, drift included, as on a long stream; they cost
-    a forward pass each."""
+    a forward pass each. ``recent_drop``: the chance that a tracked frame attends to the
+    prompted frames' spatial memories and the object pointers only."""
     cfg = model.cfg
     frozen = not any(p.requires_grad for p in model.image_encoder.parameters())
     with torch.set_grad_enabled(not frozen), amp():
@@ -493,7 +502,8 @@ def clip_step(rng, model, batch: ClipBatch, amp, absent_weight: float = 1.0,
                                        for s in range(cfg.num_maskmem)])
             _store(banks, t, mem, out.obj_ptr, prompted=True)
             return
-        tokens, mem_pos, n_ptr = _assemble(model, banks, t, pos_table)
+        recent = not (recent_drop and rng.random() < recent_drop)
+        tokens, mem_pos, n_ptr = _assemble(model, banks, t, pos_table, recent)
         cond = model.attend_memory(feat, pos, tokens, mem_pos, n_ptr)
         out = decode(model, cond, high_res, None, None, None,
                      multimask=use_multimask(cfg, False, 0))
@@ -658,7 +668,7 @@ def train(cfg: TrainConfig, model_cfg: ModelConfig, out: Path, work: Path, devic
                 burn_in = int(rng.integers(0, cfg.burn_in + 1)) if cfg.burn_in else 0
                 batch = sample_clip_batch(rng, cfg, model_cfg.image_size, device, burn_in)
                 loss, stats = clip_step(rng, model, batch, amp, cfg.absent_weight,
-                                        cfg.correct_rate, burn_in)
+                                        cfg.correct_rate, burn_in, cfg.recent_drop)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             gnorm = torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip)

@@ -82,3 +82,26 @@ def test_burn_in_frames_are_tracked_without_gradients(tmp_path):
                if k.startswith("memory_attention."))
     assert any(g is not None and g.any() for k, g in grads.items()
                if k.startswith("memory_encoder."))
+
+
+def test_recent_drop_leaves_prompted_memories_and_pointers():
+    """--recent-drop: a tracked frame may attend to the prompted frame's spatial memory and
+    the object pointers only (so the pointers must carry what the recent frames held)."""
+    from engine.memory_bank import MemoryBank, MemoryEntry
+    from engine.model.sam2 import SAM2Model
+    from engine.train import _assemble
+
+    torch.manual_seed(0)
+    model = SAM2Model(SMALL).eval()
+    cfg, hw = SMALL, (SMALL.image_size // 16) ** 2
+    bank = MemoryBank(cfg.num_maskmem, cfg.max_obj_ptrs, 4)
+    for t in range(4):
+        entry = MemoryEntry(t, torch.randn(hw, cfg.mem_dim), torch.randn(cfg.d_model))
+        bank.add_prompted(entry) if t == 0 else bank.add_tracked(entry)
+    pos_table = torch.randn(cfg.num_maskmem, hw, cfg.mem_dim)
+    full, full_pos, n_ptr = _assemble(model, [bank], 4, pos_table)
+    only, only_pos, n_ptr2 = _assemble(model, [bank], 4, pos_table, recent=False)
+    assert n_ptr2 == n_ptr > 0
+    assert full.shape[1] == 4 * hw + n_ptr and only.shape[1] == hw + n_ptr
+    assert torch.equal(only[:, :hw], full[:, :hw]) and torch.equal(only[:, hw:], full[:, 4 * hw:])
+    assert torch.equal(only_pos[:, :hw], full_pos[:, :hw])
