@@ -80,7 +80,7 @@ class TrainConfig:
     burn_in: int = 0  # clip stage: up to this many frames (drawn per step) tracked before the
     # trained ones without gradients, so later frames of a stream are trained too
     recent_drop: float = 0.0  # clip stage: chance that a tracked frame sees no recent spatial
-    # memories (prompted frames' and the pointers only), so the object pointers must carry it
+    # memories (prompted frames' and the pointers only): it learns to hold on to the prompt
 
 
 # ---------------------------------------------------------------------------- data
