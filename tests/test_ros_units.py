@@ -298,7 +298,6 @@ def test_frame_window_is_bounded_in_time_and_count():
     assert window.find(200).seq == 6
 
 
-
 def test_prompt_on_a_frame_the_tracker_has_not_reached_uses_the_newest_frame():
     """A stamped prompt whose frame has left the window while the tracker was still behind it
     (a slow first frame) goes to the newest received frame, never to the older frame the
