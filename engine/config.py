@@ -88,8 +88,16 @@ class ModelConfig:
     dynamic_multimask_stability_delta: float = 0.05
     dynamic_multimask_stability_thresh: float = 0.98
     rope_theta: float = 10000.0
+    # Streaming policy, not in Meta's configs (None: every tracked frame joins its object's
+    # memory, as in SAM 2). A number: a tracked frame joins only when the object is judged
+    # present and the decoder's IoU estimate is at least this; the recent memories are then
+    # the last admitted frames, in temporal slots by their order (see ``memory_bank``).
+    memory_min_iou: float | None = None
 
     def __post_init__(self) -> None:
+        if self.memory_min_iou is not None and not 0.0 <= self.memory_min_iou <= 1.0:
+            raise ValueError(f"memory_min_iou must be None or in [0, 1], "
+                             f"got {self.memory_min_iou!r}")
         # The trunk's last stage has stride 32: the image side must divide by it.
         if self.image_size <= 0 or self.image_size % (2 * BACKBONE_STRIDE) != 0:
             raise ValueError(
@@ -141,7 +149,9 @@ MODELS: dict[str, ModelConfig] = _build_table()
 # 2 memory-attention layers, narrower feed-forwards; image_size 192 as trained. The stage-3/4
 # blocks attend globally, so other sizes (multiples of 32) also run. One mask per prompt (no
 # multimask candidates): in this world a click is not ambiguous, and a small model's IoU head
-# picks among candidates less reliably than its single-mask token segments.
+# picks among candidates less reliably than its single-mask token segments. Frames where it
+# loses or misjudges the object stay out of its memory (``memory_min_iou``): on the validation
+# clips of ``engine/weights/TRAINING.md`` this lifts J&F, most after occlusions and exits.
 COMPACT = ModelConfig(
     name="sam2_ros_compact", version="2.1", size="compact",
     checkpoint_name="sam2_ros_compact.pt",
@@ -150,7 +160,7 @@ COMPACT = ModelConfig(
     image_size=192, d_model=128, mem_dim=64, memory_attention_layers=2,
     memory_attention_ffn_dim=512, decoder_mlp_dim=512, decoder_num_heads=4,
     iou_head_hidden_dim=128, multimask_output_in_sam=False, multimask_output_for_tracking=False,
-    dynamic_multimask_via_stability=False, **_V21)
+    dynamic_multimask_via_stability=False, memory_min_iou=0.5, **_V21)
 
 PROJECT_MODELS: dict[str, ModelConfig] = {COMPACT.name: COMPACT}
 

@@ -21,6 +21,13 @@ holds the newest prompt. An evicted prompt is dropped altogether; the reference 
 it as a recent frame while it is still within the last ``num_maskmem - 1`` frames, which only
 matters when more than ``max_cond_frames`` prompts land within that many frames.
 
+With ``ordinal=True`` (the tracker's choice when the model sets ``memory_min_iou``, so that
+frames where the object was lost or misjudged are not stored) the recent memories are the last
+``num_maskmem - 1`` frames *stored*, however far apart: the newest takes slot
+``num_maskmem - 1``, the one before it the next lower slot, and so on. A gap in the stream
+(an occlusion, an exit) then leaves the last good views of the object in memory instead of
+ageing them out. Object pointers keep their distance in frames either way.
+
 Memories are only ever read for frames strictly before the current one: a frame's own output
 never conditions itself (as in the reference, where new outputs join the memory only once the
 next frame is tracked).
@@ -73,7 +80,7 @@ class MemoryBank:
     """Fixed-capacity memory of one object (see the module docstring for what is kept)."""
 
     def __init__(self, num_maskmem: int = 7, max_obj_ptrs: int = 16,
-                 max_cond_frames: int = 4) -> None:
+                 max_cond_frames: int = 4, ordinal: bool = False) -> None:
         for name, value, least in (("num_maskmem", num_maskmem, 2),
                                    ("max_obj_ptrs", max_obj_ptrs, 1),
                                    ("max_cond_frames", max_cond_frames, 1)):
@@ -82,6 +89,7 @@ class MemoryBank:
         self.num_maskmem = num_maskmem
         self.max_obj_ptrs = max_obj_ptrs
         self.max_cond_frames = max_cond_frames
+        self.ordinal = bool(ordinal)
         self._prompted: list[MemoryEntry] = []  # chronological
         self._recent: deque[MemoryEntry] = deque(maxlen=num_maskmem - 1)
         self._recent_pointers: deque[tuple[int, torch.Tensor]] = deque(maxlen=max_obj_ptrs - 1)
@@ -122,10 +130,15 @@ class MemoryBank:
         """The memories that condition frame ``frame_index`` (only frames before it)."""
         prompted = [e for e in self._prompted if e.frame_index < frame_index]
         spatial = [(e.features, 0) for e in prompted]
-        for e in self._recent:  # oldest first
-            ago = frame_index - e.frame_index
-            if 1 <= ago < self.num_maskmem:
-                spatial.append((e.features, self.num_maskmem - ago))
+        if self.ordinal:  # by order: the newest stored frame is slot num_maskmem - 1
+            recent = [e for e in self._recent if e.frame_index < frame_index]
+            spatial += [(e.features, self.num_maskmem - len(recent) + k)
+                        for k, e in enumerate(recent)]
+        else:
+            for e in self._recent:  # oldest first
+                ago = frame_index - e.frame_index
+                if 1 <= ago < self.num_maskmem:
+                    spatial.append((e.features, self.num_maskmem - ago))
         pointers = [(e.pointer, frame_index - e.frame_index) for e in prompted]
         for index, pointer in reversed(self._recent_pointers):  # newest first
             ago = frame_index - index

@@ -17,6 +17,13 @@ temporal encodings are normalised by ``max_obj_ptrs - 1`` (the reference uses
 makes its frame a prompted frame (the reference's ``add_all_frames_to_correct_as_cond=True``);
 small holes in masks are not filled (the reference fills them only with its CUDA extension).
 Nothing is kept per processed frame beyond the fixed-capacity banks (see ``memory_bank``).
+
+One streaming policy goes beyond SAM 2 and is off for Meta's models: with ``memory_min_iou``
+set (the model config's value by default; the project's compact model sets 0.5), a tracked
+frame joins an object's memory only when the object is judged present and the decoder's IoU
+estimate reaches the threshold, and the bank's recent memories are its last stored frames in
+order (``MemoryBank(ordinal=True)``). Frames where the object is hidden, gone or misjudged then
+neither push its last good views out of the bank nor teach it the wrong object.
 """
 from __future__ import annotations
 
@@ -125,9 +132,17 @@ class StreamingTracker:
     """SAM 2 video tracking over a live stream; see the module docstring."""
 
     def __init__(self, model: SAM2Model, max_objects: int = 16,
-                 max_cond_frames: int = MAX_COND_FRAMES, runtime: Runtime | None = None) -> None:
+                 max_cond_frames: int = MAX_COND_FRAMES, runtime: Runtime | None = None,
+                 memory_min_iou: float | None | str = "model") -> None:
         if not isinstance(max_objects, int) or max_objects < 1:
             raise ValueError(f"max_objects must be a positive integer, got {max_objects!r}")
+        if memory_min_iou == "model":
+            memory_min_iou = model.cfg.memory_min_iou
+        elif memory_min_iou is not None and (isinstance(memory_min_iou, (bool, str))
+                                             or not 0.0 <= memory_min_iou <= 1.0):
+            raise ValueError(f"memory_min_iou must be 'model', None or a number in [0, 1], "
+                             f"got {memory_min_iou!r}")
+        self.memory_min_iou = memory_min_iou
         self.model = model.eval()  # config and glue (position encodings, upscaling)
         self.runtime = runtime if runtime is not None else TorchRuntime(self.model)
         _check_capacity(self.runtime, model.cfg, max_cond_frames)
@@ -226,12 +241,22 @@ class StreamingTracker:
                                 multimask=self._multimask(initial=False, num_points=0))
         memory, pos = self.runtime.encode_memory(feats.feat, self.model.upscale_masks(
             out.low_res_masks), out.object_score_logits)
+        admitted = self._admitted(out)
         for b, obj_id in enumerate(ids):
             obj = self._objects[obj_id]
-            obj.bank.add_tracked(self._entry(frame.index, memory, pos, out.obj_ptr, b))
+            if admitted[b]:
+                obj.bank.add_tracked(self._entry(frame.index, memory, pos, out.obj_ptr, b))
             obj.inputs = _FrameInputs(frame.index, initial=False,
                                       logits=out.low_res_masks[b:b + 1].clone())
         return out
+
+    def _admitted(self, out: DecoderOutput) -> list[bool]:
+        """Which objects' tracked outputs join their memory (all of them unless
+        ``memory_min_iou`` is set: then present ones with an IoU estimate >= it)."""
+        if self.memory_min_iou is None:
+            return [True] * out.best_iou.shape[0]
+        present = (out.object_score_logits[:, 0] > 0) & (out.best_iou >= self.memory_min_iou)
+        return present.tolist()
 
     def _decode_prompt(self, bank: MemoryBank, inputs: _FrameInputs,
                        prompt: Prompt) -> tuple[DecoderOutput, _FrameInputs]:
@@ -306,7 +331,8 @@ class StreamingTracker:
 
     # ---------------------------------------------------------------- objects
     def _new_bank(self) -> MemoryBank:
-        return MemoryBank(self.cfg.num_maskmem, self.cfg.max_obj_ptrs, self.max_cond_frames)
+        return MemoryBank(self.cfg.num_maskmem, self.cfg.max_obj_ptrs, self.max_cond_frames,
+                          ordinal=self.memory_min_iou is not None)
 
     def _new_object(self, obj_id: int) -> _Object:
         """A fresh object (not yet registered: that happens once its prompt succeeded)."""

@@ -134,3 +134,31 @@ def test_clear_empties_the_bank():
     bank.add_tracked(entry(1))
     bank.clear()
     assert bank.size() == BankSize(0, 0, 0) and bank.latest_frame is None
+
+
+def test_ordinal_bank_keeps_the_last_stored_frames_across_gaps():
+    """With ``ordinal=True`` the recent slots number the stored frames by order, however far
+    apart; by distance (SAM 2's rule) frames more than 6 frames old drop out."""
+    stored = (1, 2, 9, 30)  # the frames in between were not stored (object hidden, say)
+    by_order, by_distance = MemoryBank(ordinal=True), MemoryBank()
+    for bank in (by_order, by_distance):
+        bank.add_prompted(entry(0))
+        for t in stored:
+            bank.add_tracked(entry(t))
+    assert frames_of(by_order.select(40).spatial) == [(0, 0), (1, 3), (2, 4), (9, 5), (30, 6)]
+    assert frames_of(by_distance.select(40).spatial) == [(0, 0)]
+    # Pointers keep their distance in frames (15-frame window) in both.
+    assert frames_of(by_order.select(40).pointers) == [(0, 40), (30, 10)]
+    assert frames_of(by_distance.select(40).pointers) == [(0, 40), (30, 10)]
+    # Only frames before the current one, as always.
+    assert frames_of(by_order.select(30).spatial) == [(0, 0), (1, 4), (2, 5), (9, 6)]
+
+
+def test_ordinal_bank_equals_sam2_rule_when_every_frame_is_stored():
+    by_order, by_distance = MemoryBank(ordinal=True), MemoryBank()
+    for bank in (by_order, by_distance):
+        bank.add_prompted(entry(0))
+    for t in range(1, 20):
+        assert frames_of(by_order.select(t).spatial) == frames_of(by_distance.select(t).spatial)
+        for bank in (by_order, by_distance):
+            bank.add_tracked(entry(t))

@@ -108,3 +108,31 @@ def test_operator_corrections_are_applied_and_reported(model, clips, torch_resul
     assert [s.jf for s in corrected.scores] != [s.jf for s in torch_result.scores]
     text = "\n".join(corrections_report(corrected, torch_result))
     assert f"| **overall** | {len(clips)} | {summarize(torch_result.scores).jf:.3f} |" in text
+
+
+def test_frames_where_the_object_is_hidden_stay_out_of_memory(model, clips):
+    """The compact model sets ``memory_min_iou``: a tracked frame joins the object's memory
+    only when it is judged present with an IoU estimate >= 0.5, so the frames of a full
+    occlusion do not push its last good views out; with None (SAM 2's rule) every frame joins."""
+    from engine.synthetic import click_inside
+    from engine.tracker import StreamingTracker
+
+    assert model.cfg.memory_min_iou == 0.5
+    clip = next(c for c in clips if c.name.startswith("occlusion"))
+    gated = StreamingTracker(model, max_objects=1)
+    plain = StreamingTracker(model, max_objects=1, memory_min_iou=None)
+    refused_hidden, admitted = 0, 0
+    for t, (frame, truth) in enumerate(clip.frames()):
+        for tracker in (gated, plain):
+            result = tracker.track(frame).objects.get(1)
+            if t == 0:
+                tracker.add_prompt(1, points=[click_inside(truth)], labels=[1])
+                continue
+            stored = tracker.bank(1).latest_frame == t
+            if tracker is plain:
+                assert stored
+                continue
+            assert stored == (result.presence_logit > 0 and result.iou >= 0.5), t
+            admitted += stored
+            refused_hidden += not stored and not truth.any()
+    assert refused_hidden >= 1 and admitted >= 10, (refused_hidden, admitted)

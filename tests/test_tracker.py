@@ -334,3 +334,11 @@ def test_prompt_before_any_frame_and_bad_settings():
         StreamingTracker(model, max_objects=0)
     with pytest.raises(ValueError, match=r"max_cond_frames must be an integer >= 1, got 0"):
         StreamingTracker(model, max_cond_frames=0)
+    for bad in (1.5, -0.1, "high", True):
+        with pytest.raises(ValueError, match=r"memory_min_iou must be 'model', None or a "
+                                             r"number in \[0, 1\], got "):
+            StreamingTracker(model, memory_min_iou=bad)
+    with pytest.raises(ValueError, match=r"memory_min_iou must be None or in \[0, 1\], got 2"):
+        get_config(NAME, memory_min_iou=2)
+    # Meta's models store every tracked frame, as SAM 2 does.
+    assert StreamingTracker(model).memory_min_iou is None
