@@ -11,7 +11,7 @@ import time
 from dataclasses import dataclass, replace
 from typing import Any, Callable
 
-from .config import NodeConfig
+from .config import NodeConfig, memory_min_iou
 
 RANDOM_WEIGHTS_WARNING = ("random weights: masks are not meaningful; pass checkpoint:=... for "
                           "Meta's weights, or leave model at sam2_ros_compact (bundled weights)")
@@ -54,7 +54,8 @@ def build_engine(cfg: NodeConfig) -> Engine:
 
     def make() -> Any:
         return StreamingTracker(model, max_objects=cfg.max_objects,
-                                max_cond_frames=cfg.max_cond_frames, runtime=runtime)
+                                max_cond_frames=cfg.max_cond_frames, runtime=runtime,
+                                memory_min_iou=memory_min_iou(cfg.memory_admission))
 
     start = time.monotonic()
     warm_up(make())

@@ -55,6 +55,24 @@ def _device(v: str) -> str | None:
     return None if _DEVICE.match(v) else "must be 'cpu', 'cuda' or 'cuda:N'"
 
 
+def _memory_admission(v: str) -> str | None:
+    if v in ("model", "all"):
+        return None
+    try:
+        ok = 0.0 <= float(v) <= 1.0
+    except ValueError:
+        ok = False
+    return None if ok else ("must be 'model' (the model's own rule), 'all' (every tracked frame "
+                            "joins the memory, as in SAM 2) or an IoU threshold in [0, 1]")
+
+
+def memory_min_iou(v: str) -> float | None | str:
+    """``memory_admission`` as ``StreamingTracker``'s ``memory_min_iou``."""
+    if v == "model":
+        return "model"
+    return None if v == "all" else float(v)
+
+
 def _param(default: Any, description: str, check: Callable[[Any], str | None] | None = None,
            live: bool = False):
     return field(default=default, metadata={"description": description, "check": check,
@@ -89,6 +107,10 @@ class NodeConfig:
     # model's weights; how many prompted frames an object keeps is a choice.
     max_cond_frames: int = _param(4, "prompted frames kept per object's memory bank",
                                   _int_in(1, 16))
+    memory_admission: str = _param("model", "which tracked frames join an object's memory: "
+                                   "'model' (0.5 for sam2_ros_compact; every frame for Meta's), "
+                                   "'all' (SAM 2's rule), or a number: frames where the object is "
+                                   "judged present with an IoU estimate >= it", _memory_admission)
     presence_threshold: float = _param(0.5, "presence probability above which an object is "
                                             "visible", _float_in(0.0, 1.0), live=True)
     prompt_window_s: float = _param(0.5, "how long received frames stay promptable by stamp",

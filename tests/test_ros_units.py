@@ -158,6 +158,9 @@ def test_mask_prompt_checked():
     ("input_transport", "theora", "raw, compressed"),
     ("input_qos", "best", "sensor_data, reliable"),
     ("prompt_window_s", -1.0, "number in"),
+    ("memory_admission", "1.5", r"'model' .*, 'all' .* or an IoU threshold in \[0, 1\]"),
+    ("memory_admission", "some", r"'model' .*, 'all' .* or an IoU threshold in \[0, 1\]"),
+    ("memory_admission", 0.5, "expected str"),
     ("no_such_parameter", 1, "unknown parameter"),
 ])
 def test_invalid_parameters_refused_with_reason(name, value, match):
@@ -191,9 +194,22 @@ def test_torch_bf16_and_refused_precisions():
                                                   "num_threads": 1}))
     assert engine.backend == "torch bf16 on cpu, 1 CPU thread(s)"
     assert engine.tracker.runtime.precision == "bf16"
+    assert engine.tracker.memory_min_iou == 0.5  # memory_admission 'model': the compact's own
     with pytest.raises(BackendError, match="precision 'fp16' is not supported by the torch "
                                            "backend; use one of fp32, bf16"):
         build_engine(NodeConfig.from_values({**defaults(), "precision": "fp16"}))
+
+
+def test_memory_admission_reaches_the_tracker():
+    from sam2_ros.config import memory_min_iou
+
+    assert [memory_min_iou(v) for v in ("model", "all", "0.7", "0")] == ["model", None, 0.7, 0.0]
+    cfg = NodeConfig.from_values({**defaults(), "memory_admission": "all", "num_threads": 1})
+    from sam2_ros.backend import build_engine
+
+    engine = build_engine(cfg)
+    assert engine.tracker.memory_min_iou is None
+    assert engine.make_scratch_tracker().memory_min_iou is None
 
 
 def test_inference_threads_leave_one_cpu_free_by_default(monkeypatch):
