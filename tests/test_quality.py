@@ -110,6 +110,14 @@ def test_operator_corrections_are_applied_and_reported(model, clips, torch_resul
     assert f"| **overall** | {len(clips)} | {summarize(torch_result.scores).jf:.3f} |" in text
 
 
+def test_benchmark_can_run_other_memory_rules(model):
+    from engine.benchmarks.quality import make_tracker_factory
+
+    assert make_tracker_factory("torch", model)().memory_min_iou == 0.5
+    assert make_tracker_factory("torch@all", model)().memory_min_iou is None
+    assert make_tracker_factory("torch:bf16@0.7", model)().memory_min_iou == 0.7
+
+
 def test_frames_where_the_object_is_hidden_stay_out_of_memory(model, clips):
     """The compact model sets ``memory_min_iou``: a tracked frame joins the object's memory
     only when it is judged present with an IoU estimate >= 0.5, so the frames of a full

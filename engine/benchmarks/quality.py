@@ -2,6 +2,7 @@
 
     python -m engine.benchmarks.quality                  # bundled model, torch and onnxruntime
     python -m engine.benchmarks.quality --backends torch --per-phenomenon 2 --frames 24
+    python -m engine.benchmarks.quality --backends torch,torch@all   # SAM 2's memory rule too
     python -m engine.benchmarks.quality --checkpoint checkpoints/sam2.1_hiera_tiny.pt \\
         --model sam2.1_hiera_tiny --image-size 1024 --out /tmp/quality.md
 
@@ -49,16 +50,21 @@ TARGET = 1  # the prompted object of every evaluation clip
 
 def make_tracker_factory(backend: str, model, cache_dir: Path | None = None, threads: int = 1):
     """A function returning a fresh ``StreamingTracker`` on ``backend`` ("name" or
-    "name:precision", e.g. "torch:bf16", "onnxruntime:fp16") for ``model``."""
+    "name:precision", e.g. "torch:bf16", "onnxruntime:fp16") for ``model``. A suffix
+    "@all" stores every tracked frame in memory (SAM 2's rule), "@X" uses ``memory_min_iou``
+    X; without one the model's own setting applies."""
     from ..runtime import make_runtime
     from ..tracker import StreamingTracker
 
-    name, _, precision = backend.partition(":")
+    spec, _, memory = backend.partition("@")
+    min_iou = "model" if not memory else None if memory == "all" else float(memory)
+    name, _, precision = spec.partition(":")
     opts = {"precision": precision} if precision else {}
     if name != "torch":
         opts.update(threads=threads, log=lambda s: None)
     runtime = make_runtime(name, model, cache_dir=cache_dir, **opts)
-    return lambda: StreamingTracker(model, max_objects=1, runtime=runtime)
+    return lambda: StreamingTracker(model, max_objects=1, runtime=runtime,
+                                    memory_min_iou=min_iou)
 
 
 CORRECT_BELOW = 0.5  # --corrections: the operator clicks when the mask's IoU drops below this
