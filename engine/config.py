@@ -6,6 +6,7 @@ at import time. ``ModelConfig`` is frozen: derive a variant with ``dataclasses.r
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 
 # Architecture constants shared by every published size.
@@ -163,6 +164,23 @@ COMPACT = ModelConfig(
     dynamic_multimask_via_stability=False, memory_min_iou=0.5, **_V21)
 
 PROJECT_MODELS: dict[str, ModelConfig] = {COMPACT.name: COMPACT}
+
+
+def parse_memory_rule(text: str) -> float | None | str:
+    """A memory-admission rule written as text (node parameter, benchmark option), as
+    ``StreamingTracker``'s ``memory_min_iou``: "model" (the model's own), "all" (None: every
+    tracked frame, SAM 2's rule) or an IoU threshold in [0, 1]. ValueError otherwise."""
+    if text in ("model", "all"):
+        return None if text == "all" else text
+    try:
+        value = float(text)
+    except (TypeError, ValueError):
+        value = math.nan
+    if not 0.0 <= value <= 1.0:
+        raise ValueError(f"memory rule {text!r} must be 'model' (the model's own rule), 'all' "
+                         "(every tracked frame joins the memory, as in SAM 2) or an IoU "
+                         "threshold in [0, 1]")
+    return value
 
 
 def known_models() -> list[str]:

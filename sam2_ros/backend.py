@@ -11,7 +11,7 @@ import time
 from dataclasses import dataclass, replace
 from typing import Any, Callable
 
-from .config import NodeConfig, memory_min_iou
+from .config import NodeConfig
 
 RANDOM_WEIGHTS_WARNING = ("random weights: masks are not meaningful; pass checkpoint:=... for "
                           "Meta's weights, or leave model at sam2_ros_compact (bundled weights)")
@@ -42,6 +42,7 @@ def build_engine(cfg: NodeConfig) -> Engine:
                            f"backend; use one of {', '.join(_PRECISIONS[cfg.backend])}")
     import torch
 
+    from engine.config import parse_memory_rule
     from engine.tracker import StreamingTracker
 
     if cfg.device.startswith("cuda") and not torch.cuda.is_available():
@@ -55,7 +56,7 @@ def build_engine(cfg: NodeConfig) -> Engine:
     def make() -> Any:
         return StreamingTracker(model, max_objects=cfg.max_objects,
                                 max_cond_frames=cfg.max_cond_frames, runtime=runtime,
-                                memory_min_iou=memory_min_iou(cfg.memory_admission))
+                                memory_min_iou=parse_memory_rule(cfg.memory_admission))
 
     start = time.monotonic()
     warm_up(make())

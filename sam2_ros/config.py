@@ -14,7 +14,7 @@ import re
 from dataclasses import dataclass, field, fields
 from typing import Any, Callable
 
-from engine.config import known_models
+from engine.config import known_models, parse_memory_rule
 
 BACKENDS = ("torch", "onnxruntime", "tensorrt")
 PRECISIONS = ("fp32", "fp16", "bf16")
@@ -56,21 +56,12 @@ def _device(v: str) -> str | None:
 
 
 def _memory_admission(v: str) -> str | None:
-    if v in ("model", "all"):
-        return None
     try:
-        ok = 0.0 <= float(v) <= 1.0
+        parse_memory_rule(v)
     except ValueError:
-        ok = False
-    return None if ok else ("must be 'model' (the model's own rule), 'all' (every tracked frame "
-                            "joins the memory, as in SAM 2) or an IoU threshold in [0, 1]")
-
-
-def memory_min_iou(v: str) -> float | None | str:
-    """``memory_admission`` as ``StreamingTracker``'s ``memory_min_iou``."""
-    if v == "model":
-        return "model"
-    return None if v == "all" else float(v)
+        return ("must be 'model' (the model's own rule), 'all' (every tracked frame joins the "
+                "memory, as in SAM 2) or an IoU threshold in [0, 1]")
+    return None
 
 
 def _param(default: Any, description: str, check: Callable[[Any], str | None] | None = None,

@@ -201,9 +201,13 @@ def test_torch_bf16_and_refused_precisions():
 
 
 def test_memory_admission_reaches_the_tracker():
-    from sam2_ros.config import memory_min_iou
+    from engine.config import parse_memory_rule
 
-    assert [memory_min_iou(v) for v in ("model", "all", "0.7", "0")] == ["model", None, 0.7, 0.0]
+    assert [parse_memory_rule(v) for v in ("model", "all", "0.7", "0")] == ["model", None, 0.7,
+                                                                           0.0]
+    for bad in ("1.5", "nan", "some", ""):
+        with pytest.raises(ValueError, match=f"memory rule {bad!r} must be 'model'"):
+            parse_memory_rule(bad)
     cfg = NodeConfig.from_values({**defaults(), "memory_admission": "all", "num_threads": 1})
     from sam2_ros.backend import build_engine
 

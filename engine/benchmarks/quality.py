@@ -36,7 +36,7 @@ import numpy as np
 import torch
 
 from ..checkpoint import BUNDLED_DIR
-from ..config import get_config
+from ..config import get_config, parse_memory_rule
 from ..metrics import (BOUND_TH, ClipScore, Summary, presence_truth, reacquisition,
                        region_similarity, summarize)
 from ..synthetic import PHENOMENA, ClipSpec, click_inside, evaluation_set
@@ -57,7 +57,7 @@ def make_tracker_factory(backend: str, model, cache_dir: Path | None = None, thr
     from ..tracker import StreamingTracker
 
     spec, _, memory = backend.partition("@")
-    min_iou = "model" if not memory else None if memory == "all" else float(memory)
+    min_iou = parse_memory_rule(memory or "model")
     name, _, precision = spec.partition(":")
     opts = {"precision": precision} if precision else {}
     if name != "torch":
