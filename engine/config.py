@@ -166,6 +166,10 @@ COMPACT = ModelConfig(
 PROJECT_MODELS: dict[str, ModelConfig] = {COMPACT.name: COMPACT}
 
 
+MEMORY_RULE_EXPECTED = ("must be 'model' (the model's own rule), 'all' (every tracked frame "
+                        "joins the memory, as in SAM 2) or an IoU threshold in [0, 1]")
+
+
 def parse_memory_rule(text: str) -> float | None | str:
     """A memory-admission rule written as text (node parameter, benchmark option), as
     ``StreamingTracker``'s ``memory_min_iou``: "model" (the model's own), "all" (None: every
@@ -177,9 +181,7 @@ def parse_memory_rule(text: str) -> float | None | str:
     except (TypeError, ValueError):
         value = math.nan
     if not 0.0 <= value <= 1.0:
-        raise ValueError(f"memory rule {text!r} must be 'model' (the model's own rule), 'all' "
-                         "(every tracked frame joins the memory, as in SAM 2) or an IoU "
-                         "threshold in [0, 1]")
+        raise ValueError(f"memory rule {text!r} {MEMORY_RULE_EXPECTED}")
     return value
 
 

@@ -14,7 +14,7 @@ import re
 from dataclasses import dataclass, field, fields
 from typing import Any, Callable
 
-from engine.config import known_models, parse_memory_rule
+from engine.config import MEMORY_RULE_EXPECTED, known_models, parse_memory_rule
 
 BACKENDS = ("torch", "onnxruntime", "tensorrt")
 PRECISIONS = ("fp32", "fp16", "bf16")
@@ -59,8 +59,7 @@ def _memory_admission(v: str) -> str | None:
     try:
         parse_memory_rule(v)
     except ValueError:
-        return ("must be 'model' (the model's own rule), 'all' (every tracked frame joins the "
-                "memory, as in SAM 2) or an IoU threshold in [0, 1]")
+        return MEMORY_RULE_EXPECTED
     return None
 
 
