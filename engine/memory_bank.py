@@ -14,6 +14,14 @@ The reference predictor keeps every frame's output for the whole video and picks
 frame index. Here only what can still be picked is kept: two FIFOs and at most
 ``max_cond_frames`` prompted frames, so memory and work stop growing once the bank is full.
 
+The FIFOs hold one entry more than a selection uses (``num_maskmem`` frames and
+``max_obj_ptrs`` pointers): the newest entry is the frame just tracked, which the next frame
+attends to, and the oldest is the one the frame just tracked attended to. A prompt on the
+frame just tracked (a refinement click, or a new object's memory conditioning) is therefore
+decoded with exactly the memories that frame was tracked with, at every fill level, as in the
+reference. What a frame attends to never exceeds ``num_maskmem - 1`` recent memories and
+``max_obj_ptrs - 1`` recent pointers (plus the prompted frames).
+
 Eviction of prompted frames, when a new prompt arrives on a full bank: the **first** prompt is
 kept (it is the user's own definition of the object, the anchor against drift), and the
 oldest of the *later* prompts makes room. With ``max_cond_frames == 1`` the single slot simply
@@ -91,8 +99,9 @@ class MemoryBank:
         self.max_cond_frames = max_cond_frames
         self.ordinal = bool(ordinal)
         self._prompted: list[MemoryEntry] = []  # chronological
-        self._recent: deque[MemoryEntry] = deque(maxlen=num_maskmem - 1)
-        self._recent_pointers: deque[tuple[int, torch.Tensor]] = deque(maxlen=max_obj_ptrs - 1)
+        # one more than a selection uses: see the module docstring
+        self._recent: deque[MemoryEntry] = deque(maxlen=num_maskmem)
+        self._recent_pointers: deque[tuple[int, torch.Tensor]] = deque(maxlen=max_obj_ptrs)
 
     # ------------------------------------------------------------------ writing
     def add_prompted(self, entry: MemoryEntry) -> None:
@@ -132,6 +141,7 @@ class MemoryBank:
         spatial = [(e.features, 0) for e in prompted]
         if self.ordinal:  # by order: the newest stored frame is slot num_maskmem - 1
             recent = [e for e in self._recent if e.frame_index < frame_index]
+            recent = recent[-(self.num_maskmem - 1):]
             spatial += [(e.features, self.num_maskmem - len(recent) + k)
                         for k, e in enumerate(recent)]
         else:
@@ -161,7 +171,9 @@ class MemoryBank:
         return BankSize(len(self._prompted), len(self._recent), len(self._recent_pointers))
 
     def capacity(self) -> BankSize:
-        return BankSize(self.max_cond_frames, self.num_maskmem - 1, self.max_obj_ptrs - 1)
+        """The most the bank stores (``select`` hands a frame at most ``num_maskmem - 1``
+        recent memories and ``max_obj_ptrs - 1`` recent pointers of these)."""
+        return BankSize(self.max_cond_frames, self.num_maskmem, self.max_obj_ptrs)
 
     def nbytes(self) -> int:
         """Bytes held by the stored tensors (a recent frame's pointer is counted once)."""

@@ -37,7 +37,27 @@ def test_pointer_window_is_max_obj_ptrs_minus_one_frames():
         bank.add_tracked(entry(t))
     sel = bank.select(40)
     assert [n for _, n in sel.pointers] == [40] + list(range(1, 16))
-    assert bank.size() == BankSize(prompted=1, recent=6, recent_pointers=15)
+    # one more of each than a selection uses: the frame just tracked may still be prompted
+    assert bank.size() == BankSize(prompted=1, recent=7, recent_pointers=16)
+
+
+@pytest.mark.parametrize("ordinal", [False, True])
+@pytest.mark.parametrize("tracked", [1, 3, 6, 7, 14, 15, 16, 40])
+def test_prompt_on_the_frame_just_tracked_sees_what_its_tracking_saw(tracked, ordinal):
+    """At every fill level: once frame t is tracked (and stored), a prompt on frame t selects
+    exactly the memories frame t was tracked with, as the reference does (it never reads
+    frame t's own output for frame t)."""
+    bank = MemoryBank(ordinal=ordinal)
+    bank.add_prompted(entry(0))
+    for t in range(1, tracked):
+        bank.add_tracked(entry(t))
+    before = bank.select(tracked)
+    bank.add_tracked(entry(tracked))  # track() stores the frame's memory first
+    after = bank.select(tracked)  # then add_prompt on the same frame reads the bank
+    assert frames_of(after.spatial) == frames_of(before.spatial)
+    assert frames_of(after.pointers) == frames_of(before.pointers)
+    assert len(before.spatial) == 1 + min(tracked - 1, 6)
+    assert len(before.pointers) == 1 + min(tracked - 1, 15)
 
 
 def test_only_frames_before_the_current_one_are_selected():
