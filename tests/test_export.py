@@ -6,6 +6,7 @@ Tiny model, 128 px, fp32; max |diff| <= 1e-4 (SPEC 8) unless stated otherwise.
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 
 import numpy as np
 import onnx
@@ -17,7 +18,8 @@ from onnx import helper, numpy_helper
 from engine.export import ExportCheckError, MemoryCapacity, export_model, pad_to_capacity
 from engine.export.cache import ExportedPart
 from engine.export.parts import build_part, part_specs
-from engine.export.steps import check_with_onnxruntime, dedupe_initializers
+from engine.config import get_config
+from engine.export.steps import check_signature, check_with_onnxruntime, dedupe_initializers
 from export_setup import (FEAT, HW, MODEL, SIZE, cache_root, single_thread, tiny_export,
                           tiny_model)
 from oracle import ATOL, build_oracle, max_abs_diff
@@ -279,3 +281,22 @@ def test_check_fails_loudly(model, exported):
                                                r"tolerance 0\.000\d+"):
         check_with_onnxruntime(exported.path("memory_encoder"), Off(), spec,
                                {"objects": 2, "points": 1}, tolerance=1e-4)
+
+
+def test_signature_check_names_an_input_the_graph_pruned(model, exported):
+    """A part whose model never reads an input loses it in the exported graph (SAM 2.0's memory
+    encoder and the presence logits): a signature that still lists it is refused at export,
+    saying so, rather than failing every feed by name later."""
+    spec = part_specs(model.cfg, MemoryCapacity())["memory_encoder"]
+    check_signature(exported.path("memory_encoder"), spec)  # the real signature matches
+    extra = replace(spec, inputs=(*spec.inputs, replace(spec.inputs[0], name="unused")))
+    with pytest.raises(ExportCheckError, match=r"the model does not read \['unused'\]"):
+        check_signature(exported.path("memory_encoder"), extra)
+
+
+@pytest.mark.parametrize("name, reads", [("sam2_hiera_tiny", False), ("sam2.1_hiera_tiny", True),
+                                         ("sam2_ros_compact", True)])
+def test_memory_encoder_declares_presence_only_where_read(name, reads):
+    names = [t.name for t in part_specs(get_config(name, image_size=SIZE),
+                                        MemoryCapacity())["memory_encoder"].inputs]
+    assert ("object_score_logits" in names) == reads

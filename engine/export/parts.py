@@ -13,8 +13,9 @@ decoder_multimask      feat (B,256,h,h), high_res_s0, high_res_s1 (B,...), point
 decoder_singlemask     point_labels (B,N) int32, mask_input (B,1,4h,4h), has_mask_input (B,)
                        bool -> low_res_multimasks (B,K,4h,4h), ious (B,K), low_res_masks
                        (B,1,4h,4h), obj_ptr (B,256), object_score_logits (B,1); K = 3 / 1
-memory_encoder         feat (B,256,h,h), mask_logits_high_res (B,1,S,S), object_score_logits
-                       (B,1), binarize (B,) bool -> maskmem_features, maskmem_pos (B,64,h,h)
+memory_encoder         feat (B,256,h,h), mask_logits_high_res (B,1,S,S), binarize (B,) bool,
+                       object_score_logits (B,1) (SAM 2.1 only) -> maskmem_features,
+                       maskmem_pos (B,64,h,h)
 memory_attention       feat, pos (B,256,h,h), memory, memory_pos (B,M,64), memory_valid (B,M)
                        bool -> conditioned (B,256,h,h)
 =====================  =====================================================================
@@ -24,6 +25,11 @@ variants are exported (``decoder_multimask`` / ``decoder_singlemask``) and the r
 one per call. ``has_mask_input`` selects, per object, the dense embedding of ``mask_input``
 or the learned no-mask embedding (``torch.where``, both computed). ``binarize`` selects the
 memory encoder's mask: sigmoid of the logits (tracked frames) or logits > 0 (prompted frames).
+
+A graph declares exactly the inputs its model reads: SAM 2.0 has no no-object embedding, so
+its memory encoder never reads ``object_score_logits`` and the exporter would prune that input;
+its signature leaves it out (``part_specs``), and runtimes feed each graph only the inputs it
+declares.
 
 The wrappers mirror ``SAM2Model.decode`` / ``encode_memory`` / ``attend_memory`` line for line
 where those take Python-side branches (mask or no mask, binarised or not); the tests compare
@@ -111,7 +117,9 @@ def part_specs(cfg: ModelConfig, capacity: MemoryCapacity) -> dict[str, PartSpec
                   *(TensorSpec(t.name, (1, *t.shape[1:])) for t in high_res))),
         PartSpec("memory_encoder",
                  (feat, TensorSpec("mask_logits_high_res", (b, 1, s, s)),
-                  TensorSpec("object_score_logits", (b, 1)), TensorSpec("binarize", (b,), flag)),
+                  TensorSpec("binarize", (b,), flag),
+                  *((TensorSpec("object_score_logits", (b, 1)),)
+                    if reads_presence_in_memory(cfg) else ())),
                  (TensorSpec("maskmem_features", (b, m, h, h)),
                   TensorSpec("maskmem_pos", (b, m, h, h)))),
         PartSpec("memory_attention",
@@ -134,6 +142,12 @@ def part_specs(cfg: ModelConfig, capacity: MemoryCapacity) -> dict[str, PartSpec
              TensorSpec("obj_ptr", (b, d), selected=k > 1),
              TensorSpec("object_score_logits", (b, 1)))))
     return {p.name: p for p in specs}
+
+
+def reads_presence_in_memory(cfg: ModelConfig) -> bool:
+    """Whether the memory encoder reads the presence logits: only models with a no-object
+    embedding (SAM 2.1) add it to the memories of absent objects."""
+    return cfg.no_obj_embed_spatial
 
 
 PART_NAMES = ("image_encoder", "decoder_multimask", "decoder_singlemask", "memory_encoder",
@@ -187,14 +201,14 @@ class DecoderPart(nn.Module):
 
 class MemoryEncoderPart(nn.Module):
     """``SAM2Model.encode_memory`` (binarize False) or ``encode_prompt_memory`` (True), per
-    object."""
+    object. ``object_score_logits`` only for models that read it (``reads_presence_in_memory``)."""
 
     def __init__(self, model: SAM2Model) -> None:
         super().__init__()
         self.model = model
 
-    def forward(self, feat: Tensor, mask_logits_high_res: Tensor, object_score_logits: Tensor,
-                binarize: Tensor) -> tuple[Tensor, Tensor]:
+    def forward(self, feat: Tensor, mask_logits_high_res: Tensor, binarize: Tensor,
+                object_score_logits: Tensor | None = None) -> tuple[Tensor, Tensor]:
         soft = torch.sigmoid(mask_logits_high_res)
         hard = (mask_logits_high_res > 0).to(soft.dtype)
         mask = torch.where(binarize[:, None, None, None], hard, soft)  # (B, 1, S, S)

@@ -16,8 +16,8 @@ from ..model.sam2 import SAM2Model
 from .cache import ExportedPart, PartKey, part_key, part_path, weights_digest
 from .layout import MemoryCapacity
 from .parts import OBJECTS, PART_NAMES, POINTS, build_part, half_model, part_specs
-from .steps import (OPSET, RELATIVE, TOLERANCE, check_with_onnxruntime, dedupe_initializers,
-                    export_onnx, file_sha256)
+from .steps import (OPSET, RELATIVE, TOLERANCE, check_signature, check_with_onnxruntime,
+                    dedupe_initializers, export_onnx, file_sha256)
 
 # Dynamic sizes the graphs are traced at, and (different on purpose) checked at.
 TRACE_SIZES = {OBJECTS: 2, POINTS: 3}
@@ -47,6 +47,7 @@ def export_part(model: SAM2Model, key: PartKey, path: Path, capacity: MemoryCapa
     export_onnx(module, spec, example, path)
     dedupe = dedupe_initializers(path)
     onnx.checker.check_model(str(path))
+    check_signature(path, spec)
     info = {"torch": torch.__version__, "onnx": onnx.__version__,
             "dedupe": {"bytes_before": dedupe.bytes_before, "bytes_after": dedupe.bytes_after,
                        "merged_tensors": dedupe.merged},

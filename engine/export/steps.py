@@ -126,6 +126,26 @@ def dedupe_initializers(path: Path, min_elements: int = DEDUPE_MIN_ELEMENTS) -> 
     return DedupeReport(before, path.stat().st_size, len(rename))
 
 
+def check_signature(path: Path, spec: PartSpec) -> None:
+    """The graph at ``path`` has exactly the inputs and outputs of ``spec``, in its order.
+
+    The exporter prunes an input the traced module never reads: the spec must then leave it
+    out (see ``parts.part_specs``), or every feed by name would fail. Raises ExportCheckError
+    naming the difference."""
+    graph = onnx.load(str(path), load_external_data=False).graph
+    initializers = {t.name for t in graph.initializer}
+    for kind, have, want in (
+            ("inputs", [i.name for i in graph.input if i.name not in initializers],
+             [t.name for t in spec.inputs]),
+            ("outputs", [o.name for o in graph.output], [t.name for t in spec.outputs])):
+        if have != want:
+            pruned = [n for n in want if n not in have]
+            raise ExportCheckError(
+                f"{path.name}: graph {kind} {have} differ from the part's signature {want}"
+                + (f" (the model does not read {pruned}: leave them out of the signature)"
+                   if pruned and kind == "inputs" else ""))
+
+
 def check_with_onnxruntime(path: Path, module: nn.Module, spec: PartSpec, sizes: dict[str, int],
                            tolerance: float, relative: bool = False, seed: int = 0) -> CheckReport:
     """Run ``path`` in onnxruntime (CPU) and ``module`` in torch on the same random inputs.
