@@ -47,6 +47,7 @@ IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 PREV_LOGITS_CLAMP = 32.0  # previous mask logits fed back with new clicks are clamped to +-this
 MEMORY_DTYPE = torch.bfloat16  # spatial memories are stored as SAM 2's predictor stores them
+MEMORY_DTYPES = (torch.bfloat16, torch.float16, torch.float32)
 
 
 @dataclass(frozen=True)
@@ -133,9 +134,13 @@ class StreamingTracker:
 
     def __init__(self, model: SAM2Model, max_objects: int = 16,
                  max_cond_frames: int = MAX_COND_FRAMES, runtime: Runtime | None = None,
-                 memory_min_iou: float | None | str = "model") -> None:
+                 memory_min_iou: float | None | str = "model",
+                 memory_dtype: torch.dtype = MEMORY_DTYPE) -> None:
         if not isinstance(max_objects, int) or max_objects < 1:
             raise ValueError(f"max_objects must be a positive integer, got {max_objects!r}")
+        if memory_dtype not in MEMORY_DTYPES:
+            raise ValueError(f"memory_dtype must be one of {MEMORY_DTYPES}, got {memory_dtype!r}")
+        self.memory_dtype = memory_dtype
         if memory_min_iou == "model":
             memory_min_iou = model.cfg.memory_min_iou
         elif memory_min_iou is not None and (isinstance(memory_min_iou, (bool, str))
@@ -179,6 +184,14 @@ class StreamingTracker:
 
     def bank(self, obj_id: int) -> MemoryBank:
         return self._object(obj_id).bank
+
+    @torch.inference_mode()
+    def mask_logits(self, obj_id: int) -> np.ndarray:
+        """Object ``obj_id``'s mask logits on the current frame: (H, W) float32 at the frame's
+        resolution, whose ``> 0`` is its mask (for soft masks or another threshold)."""
+        with self._lock:
+            self._require_frame()
+            return self._to_frame(self._object(obj_id).inputs.logits)[0, 0].cpu().numpy()
 
     @torch.inference_mode()
     def track(self, frame: np.ndarray) -> FrameResult:
@@ -327,7 +340,7 @@ class StreamingTracker:
             self._memory_pos = torch.cat([self.model.spatial_memory_pos(pos[:1], t)
                                           for t in range(self.cfg.num_maskmem)])
         features = memory[b].flatten(1).transpose(0, 1)  # (64, h, w) -> (h*w, 64)
-        return MemoryEntry(frame_index, features.to(MEMORY_DTYPE).clone(), pointers[b].clone())
+        return MemoryEntry(frame_index, features.to(self.memory_dtype).clone(), pointers[b].clone())
 
     # ---------------------------------------------------------------- objects
     def _new_bank(self) -> MemoryBank:
@@ -365,13 +378,17 @@ class StreamingTracker:
         image = image.to(self.device).float() / 255.0
         return (image - self._mean) / self._std
 
+    def _to_frame(self, logits: torch.Tensor) -> torch.Tensor:
+        """Low-res mask logits (B, 1, 4h, 4w) -> (B, 1, H, W) at the current frame's resolution
+        (bilinear, as SAM 2 returns video-resolution masks)."""
+        size = (self._frame.height, self._frame.width)
+        if logits.shape[-2:] == size:
+            return logits
+        return F.interpolate(logits, size=size, mode="bilinear", align_corners=False)
+
     def _results(self, ids: list[int], out: DecoderOutput) -> dict[int, ObjectResult]:
         """Masks at the frame's resolution (bilinear upsampling of the logits, > 0)."""
-        size = (self._frame.height, self._frame.width)
-        logits = out.low_res_masks
-        if logits.shape[-2:] != size:
-            logits = F.interpolate(logits, size=size, mode="bilinear", align_corners=False)
-        masks = (logits[:, 0] > 0).cpu().numpy()
+        masks = (self._to_frame(out.low_res_masks)[:, 0] > 0).cpu().numpy()
         presence = out.object_score_logits[:, 0].tolist()
         ious = out.best_iou.tolist()
         return {obj_id: ObjectResult(obj_id, masks[b], _sigmoid(presence[b]), presence[b],
