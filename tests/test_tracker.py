@@ -44,26 +44,31 @@ def _bounce(start: float, step: float, t: int, lo: float, hi: float) -> float:
     return lo + (x if x <= span else 2 * span - x)
 
 
-def synthetic_video(size: int, count: int, seed: int = 0, objects: int = 3):
+def synthetic_video(size: int, count: int, seed: int = 0, objects: int = 3,
+                    width: int | None = None):
     """Textured shapes (ellipse, box, triangle, ...) moving over a textured background, later
-    ones in front: [(frame (size, size, 3) uint8 RGB, {obj_id: visible mask (size, size)})].
+    ones in front: [(frame (size, width, 3) uint8 RGB, {obj_id: visible mask (size, width)})];
+    ``width`` defaults to ``size`` (square frames).
 
     Self-contained on purpose: the tests' seeds are chosen for this exact content."""
     rng = np.random.default_rng(seed)
-    yy, xx = np.mgrid[0:size, 0:size].astype(np.float32)
+    width = size if width is None else width
+    yy, xx = np.mgrid[0:size, 0:width].astype(np.float32)
     tint = rng.uniform(0.4, 1.0, 3)
     background = (120 + 45 * np.sin(xx / 4.0 + 3 * np.cos(yy / 9.0))[..., None] * tint
                   + 25 * np.cos(yy / 6.0)[..., None])
     shapes = []
     for i in range(objects):
         r = size * rng.uniform(0.1, 0.18)
-        shapes.append((i % 3, r, rng.uniform(r, size - r, 2), rng.uniform(-2.0, 2.0, 2) * size / 64,
+        start = rng.uniform(r, size - r, 2) * (width / size, 1.0)
+        shapes.append((i % 3, r, start, rng.uniform(-2.0, 2.0, 2) * size / 64,
                        rng.uniform(20, 235, 3), rng.uniform(2.5, 6.0)))
     video = []
     for t in range(count):
-        image, owner = background.copy(), np.zeros((size, size), np.int32)
+        image, owner = background.copy(), np.zeros((size, width), np.int32)
         for obj_id, (kind, r, start, step, colour, period) in enumerate(shapes, 1):
-            cx, cy = (_bounce(start[k], step[k], t, r, size - r) for k in (0, 1))
+            cx, cy = (_bounce(start[k], step[k], t, r, side - r)
+                      for k, side in ((0, width), (1, size)))
             dx, dy = xx - cx, yy - cy
             if kind == 0:
                 inside = (dx / r) ** 2 + (dy / (0.6 * r)) ** 2 <= 1
@@ -174,6 +179,36 @@ def test_frames_of_any_size_and_prompts_in_their_pixels():
     if later.box is not None:
         x0, y0, x1, y1 = later.box
         assert later.mask[y0:y1 + 1, x0:x1 + 1].sum() == later.mask.sum()
+
+
+def test_mask_logits_are_what_the_mask_is_thresholded_from():
+    frames = synthetic_video(96, 2)
+    wide = [np.ascontiguousarray(np.concatenate([f, f[:, :48]], axis=1)) for f, _ in frames]
+    tracker = StreamingTracker(make_model(64))
+    tracker.track(wide[0])
+    prompted = tracker.add_prompt(1, points=[click_inside(frames[0][1][1])], labels=[1])
+    logits = tracker.mask_logits(1)
+    assert logits.shape == (96, 144) and logits.dtype == np.float32
+    np.testing.assert_array_equal(logits > 0, prompted.mask)
+    tracked = tracker.track(wide[1]).objects[1]
+    np.testing.assert_array_equal(tracker.mask_logits(1) > 0, tracked.mask)
+    with pytest.raises(KeyError, match=r"unknown object id 7"):
+        tracker.mask_logits(7)
+
+
+def test_memory_dtype_sets_the_storage_of_spatial_memories():
+    frame = synthetic_video(64, 1)[0][0]
+    sizes = {}
+    for dtype in (torch.bfloat16, torch.float32):
+        tracker = StreamingTracker(make_model(64), memory_dtype=dtype)
+        tracker.track(frame)
+        tracker.add_prompt(1, points=[(20, 20)], labels=[1])
+        entry = tracker.bank(1)._prompted[0]
+        assert entry.features.dtype == dtype
+        sizes[dtype] = entry.features.untyped_storage().nbytes()
+    assert sizes[torch.float32] == 2 * sizes[torch.bfloat16]
+    with pytest.raises(ValueError, match=r"memory_dtype must be one of"):
+        StreamingTracker(make_model(64), memory_dtype=torch.int8)
 
 
 def test_remove_and_reset():
