@@ -384,11 +384,12 @@ class Scene:
         of its visible pixel centres back-projected at its depth. Objects out of view: none."""
         k, out = self.intrinsics, {}
         for obj_id, mask in masks.items():
-            vs, us = np.nonzero(mask)
-            if us.size:
+            cols, rows = mask.sum(axis=0), mask.sum(axis=1)  # pixel counts per column / row
+            n = cols.sum()
+            if n:
                 z = self.object_depth(obj_id)
-                out[obj_id] = np.array([(us.mean() - k.cx) * z / k.fx,
-                                        (vs.mean() - k.cy) * z / k.fy, z])
+                u, v = cols @ np.arange(mask.shape[1]) / n, rows @ np.arange(mask.shape[0]) / n
+                out[obj_id] = np.array([(u - k.cx) * z / k.fx, (v - k.cy) * z / k.fy, z])
         return out
 
     def frames(self, count: int):

@@ -273,6 +273,7 @@ class Sam2Node(LifecycleNode):
                                          callback_group=self._input_group),
                 self.create_subscription(CameraInfo, "depth/camera_info", depth.on_info, qos,
                                          callback_group=self._input_group)]
+            self.get_logger().info("depth: " + " + ".join(s.topic_name for s in self._depth_subs))
 
     def _locate(self, frame: Frame, results: list[ObjectResult],
                 tracks: list[ObjectTrack]) -> Header | None:
