@@ -202,3 +202,16 @@ def test_synthetic_scene_depth_has_exact_geometry():
             for obj_id, c in seen.items():
                 assert np.abs(out[obj_id].centroid - c).max() < bound, (t, obj_id, holes, bleed)
             assert (mm == 0).mean() <= 2 * holes
+
+
+def test_readme_depth_example_runs(capsys):
+    """The README's engine.depth example runs as written and finds the true centroid."""
+    import re
+    from pathlib import Path
+
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    example = next(b for b in re.findall(r"```python\n(.*?)```", readme, flags=re.S)
+                   if "locate_object(" in b)
+    exec(compile(example, "README.md", "exec"), {})
+    found, truth_line = capsys.readouterr().out.strip().splitlines()
+    assert found.startswith("True [") and found.split("] ")[0] + "]" == "True " + truth_line
