@@ -1,10 +1,12 @@
-"""The 3D outputs of sam2_node: ObjectTrack's position fields, ~/object_points (PointCloud2) and
-~/object_markers (MarkerArray). Messages are only filled here; nothing imports rclpy."""
+"""The 3D outputs of sam2_node: ObjectTrack's position fields, ~/object_points (PointCloud2),
+~/object_markers (MarkerArray) and the depth status in /diagnostics. Messages are only filled
+here; nothing imports rclpy."""
 from __future__ import annotations
 
 import math
 
 import numpy as np
+from diagnostic_msgs.msg import DiagnosticStatus, KeyValue
 from geometry_msgs.msg import Point, Vector3
 from sensor_msgs.msg import PointCloud2, PointField
 from std_msgs.msg import ColorRGBA
@@ -101,3 +103,17 @@ def locate_tracks(paired, results, tracks, cfg, points_stride: int = 0
             if points_stride:
                 points[r.obj_id] = pos.points
     return located, points
+
+
+def depth_status(name: str, hardware_id: str, depth) -> DiagnosticStatus:
+    """The depth input's /diagnostics status (``depth``: a ``depth_input.DepthInput``): OK while
+    the latest frame had usable depth, WARN (with the last refusal) otherwise."""
+    values = depth.counters()
+    last = depth.last_outcome
+    status = DiagnosticStatus(name=name, hardware_id=hardware_id)
+    status.level = DiagnosticStatus.OK if last == "paired" else DiagnosticStatus.WARN
+    status.message = {"paired": "depth paired with the latest frame",
+                      "refused": f"depth refused: {values['last_refusal']}",
+                      "missing": "no depth image received"}.get(last, "no frame yet")
+    status.values = [KeyValue(key=k, value=v) for k, v in values.items()]
+    return status

@@ -20,7 +20,7 @@ from typing import Any
 
 import rclpy
 from builtin_interfaces.msg import Time
-from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
+from diagnostic_msgs.msg import DiagnosticArray
 from rcl_interfaces.msg import ParameterDescriptor, SetParametersResult
 from rclpy.callback_groups import MutuallyExclusiveCallbackGroup, ReentrantCallbackGroup
 from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
@@ -41,7 +41,7 @@ from .backend import BackendError, build_engine
 from .config import LIVE_PARAMETERS, PARAMETERS, NodeConfig, check_parameter, coerce, describe
 from .conversions import InputError, compressed_to_rgb, fill_image, image_to_rgb, label_image
 from .depth_input import DepthInput
-from .depth_output import locate_tracks, markers, point_cloud, set_unknown
+from .depth_output import depth_status, locate_tracks, markers, point_cloud, set_unknown
 from .diagnostics import FrameStats, diagnostic_array
 from .overlay import render_overlay
 from .session import Frame, TrackingSession, stamp_text
@@ -253,7 +253,8 @@ class Sam2Node(LifecycleNode):
             self.get_clock().now().to_msg(), f"{self.get_name()}: tracking",
             self.get_fully_qualified_name(), self._stats.snapshot(), extra)
         if self._depth is not None:
-            diag.status.append(self._depth_status())
+            diag.status.append(depth_status(f"{self.get_name()}: depth",
+                                            self.get_fully_qualified_name(), self._depth))
         self._pubs["diagnostics"].publish(diag)
 
     # -------------------------------------------------------------------- depth
@@ -273,7 +274,8 @@ class Sam2Node(LifecycleNode):
                                          callback_group=self._input_group),
                 self.create_subscription(CameraInfo, "depth/camera_info", depth.on_info, qos,
                                          callback_group=self._input_group)]
-            self.get_logger().info("depth: " + " + ".join(s.topic_name for s in self._depth_subs))
+            self.get_logger().info(f"depth: {self._depth_subs[0].topic_name} + "
+                                   f"{self._depth_subs[1].topic_name}")
 
     def _locate(self, frame: Frame, results: list[ObjectResult],
                 tracks: list[ObjectTrack]) -> Header | None:
@@ -303,19 +305,6 @@ class Sam2Node(LifecycleNode):
         if cfg.publish_object_markers and markers_pub.get_subscription_count():
             markers_pub.publish(markers(header, located))
         return paired.header
-
-    def _depth_status(self) -> DiagnosticStatus:
-        """/diagnostics status of the depth input: WARN when frames lacked usable depth."""
-        values = self._depth.counters()
-        status = DiagnosticStatus(name=f"{self.get_name()}: depth",
-                                  hardware_id=self.get_fully_qualified_name())
-        last = self._depth.last_outcome
-        status.level = DiagnosticStatus.OK if last == "paired" else DiagnosticStatus.WARN
-        status.message = {"paired": "depth paired with the latest frame",
-                          "refused": f"depth refused: {values['last_refusal']}",
-                          "missing": "no depth image received"}.get(last, "no frame yet")
-        status.values = [KeyValue(key=k, value=v) for k, v in values.items()]
-        return status
 
     # ----------------------------------------------------------------- services
     def _call_worker(self, fn) -> tuple[Any, str | None]:

@@ -14,7 +14,8 @@ from engine.depth import Intrinsics, ObjectPosition
 from sam2_ros.config import check_parameter
 from sam2_ros.conversions import InputError, fill_image
 from sam2_ros.depth_input import DepthInput, depth_array, intrinsics_from_info
-from sam2_ros.depth_output import markers, point_cloud, set_position, set_unknown
+from sam2_ros.depth_output import (depth_status, markers, point_cloud, set_position,
+                                   set_unknown)
 from sam2_ros_interfaces.msg import ObjectTrack
 
 H, W = 6, 8
@@ -164,3 +165,22 @@ def test_depth_parameters_refused_with_reason(name, value, match):
     reason = check_parameter(name, value)
     assert reason is not None and name in reason
     assert __import__("re").search(match, reason), reason
+
+
+def test_depth_status_warns_while_depth_is_refused_or_missing():
+    d = DepthInput(queue_size=2)
+    status = depth_status("n: depth", "/n", d)
+    assert status.message == "no frame yet"
+    d.pair(10**9, (H, W), 0.02)
+    assert depth_status("n: depth", "/n", d).message == "no depth image received"
+    d.on_depth(depth_msg(MM, "16UC1", 10**9))
+    with pytest.raises(InputError):
+        d.pair(10**9, (H, W), 0.02)  # no CameraInfo yet
+    status = depth_status("n: depth", "/n", d)
+    assert status.level == status.WARN and "no CameraInfo received" in status.message
+    d.on_info(info())
+    assert d.pair(10**9, (H, W), 0.02) is not None
+    d.on_paired()
+    status = depth_status("n: depth", "/n", d)
+    assert status.level == status.OK and status.hardware_id == "/n"
+    assert {kv.key: kv.value for kv in status.values}["frames_with_depth"] == "1"
