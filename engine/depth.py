@@ -158,7 +158,7 @@ def locate_object(depth: np.ndarray, scale: float, intrinsics: Intrinsics, mask:
     if scale != 1.0:
         z *= np.float32(scale)
     valid = m & (z > 0)
-    if z.dtype.kind == "f":
+    if depth.dtype.kind == "f":
         valid &= np.isfinite(z)  # NaN > 0 is False already; +inf is not
     z0, band = _depth_band(z, valid, erode(m, erosion_px) & valid, band_m)
     if z0 is None:
