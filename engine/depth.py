@@ -18,6 +18,11 @@ Pure numpy, no ROS. For one object and one frame (``locate_object``):
    ``num_valid`` the number of inliers. For a flat patch with no rim bleed the centroid is the
    exact centroid of its visible surface samples (pixel centres).
 
+A depth image of another size than the mask but the same aspect ratio (the same field of view
+at another resolution, e.g. depth at half the colour resolution) is accepted: each depth pixel
+takes the mask's value at its centre (nearest colour pixel), and the intrinsics are the depth
+image's. Another aspect ratio is refused (ValueError).
+
 With fewer than ``min_pixels`` inliers the object has no position (``has_position`` False,
 NaN centroid and extent). Pixel (u, v) is the centre of column u, row v, as in ROS's
 CameraInfo (K maps a point to the pixel whose centre it hits).
@@ -35,6 +40,7 @@ import numpy as np
 
 MAD_TO_SIGMA = 1.4826  # standard deviation of a normal distribution per median absolute deviation
 MEDIAN_SAMPLES = 2048  # depth samples the median needs at most (a regular subsample beyond)
+ASPECT_TOLERANCE = 0.01  # relative difference of the x and y scale factors of a resized depth
 
 
 @dataclass(frozen=True)
@@ -122,6 +128,40 @@ def erode(mask: np.ndarray, radius: int) -> np.ndarray:
     return out
 
 
+def same_field_of_view(mask_hw: tuple[int, int], depth_hw: tuple[int, int]) -> bool:
+    """Do images of these sizes (H, W) have the same aspect ratio (ASPECT_TOLERANCE)?"""
+    sx, sy = mask_hw[1] / depth_hw[1], mask_hw[0] / depth_hw[0]
+    return abs(sx - sy) <= ASPECT_TOLERANCE * max(sx, sy)
+
+
+def resample_mask(mask: np.ndarray, box: tuple[int, int, int, int] | None,
+                  shape: tuple[int, int]) -> tuple[np.ndarray, tuple[int, int, int, int] | None]:
+    """``mask`` (H, W) on the pixel grid of a depth image of ``shape`` (h, w) with the same
+    field of view: depth pixel (u, v) takes mask pixel (floor((u + 0.5) W / w),
+    floor((v + 0.5) H / h)). Returns the (h, w) mask and bounds on that grid containing it (or
+    None when empty). ValueError when the aspect ratios differ."""
+    (hc, wc), (hd, wd) = mask.shape, shape
+    if not same_field_of_view((hc, wc), (hd, wd)):
+        raise ValueError(f"depth is {wd}x{hd} but the mask is {wc}x{hc}, another aspect ratio; "
+                         "the depth image must be aligned with the colour image: the same size, "
+                         "or the same field of view at another resolution")
+    out = np.zeros(shape, bool)
+    box = mask_box(mask) if box is None else box
+    if box is None:
+        return out, None
+    sx, sy = wc / wd, hc / hd
+    x0, y0, x1, y1 = box  # the depth pixels whose centres fall in the box, and one more
+    dx0, dx1 = max(0, math.floor(x0 / sx - 0.5)), min(wd - 1, math.ceil((x1 + 1) / sx))
+    dy0, dy1 = max(0, math.floor(y0 / sy - 0.5)), min(hd - 1, math.ceil((y1 + 1) / sy))
+    cols = np.minimum(((np.arange(dx0, dx1 + 1) + 0.5) * sx).astype(np.intp), wc - 1)
+    rows = np.minimum(((np.arange(dy0, dy1 + 1) + 0.5) * sy).astype(np.intp), hc - 1)
+    sub = mask[rows[:, None], cols[None, :]]
+    if not sub.any():
+        return out, None
+    out[dy0:dy1 + 1, dx0:dx1 + 1] = sub
+    return out, (dx0, dy0, dx1, dy1)
+
+
 def _median(values: np.ndarray) -> float:
     """Median of a 1-D array (left unchanged)."""
     v = values.copy()
@@ -139,17 +179,19 @@ def locate_object(depth: np.ndarray, scale: float, intrinsics: Intrinsics, mask:
     """The 3D centroid, extent and inlier count of the object under ``mask`` (see the module
     docstring for the method).
 
-    depth: (H, W) depth image of any numeric dtype, aligned with ``mask`` (same size);
+    depth: (H, W) depth image of any numeric dtype, aligned with ``mask`` (same size, or the
+    same field of view at another resolution: see the module docstring);
     scale: metres per depth unit (0.001 for 16UC1 millimetres, 1.0 for 32FC1 metres);
-    mask: (H, W) bool; box: the mask's inclusive bounds (x0, y0, x1, y1) if known;
+    mask: bool; box: the mask's inclusive bounds (x0, y0, x1, y1) if known (or any box
+    containing it);
     points_stride: when > 0, also return the inlier points on every stride-th image row and
     column.
     """
-    if depth.shape != mask.shape:
-        raise ValueError(f"depth is {depth.shape[1]}x{depth.shape[0]} but the mask is "
-                         f"{mask.shape[1]}x{mask.shape[0]}; they must be the same size")
     keep = points_stride > 0
-    box = mask_box(mask) if box is None else box
+    if depth.shape != mask.shape:
+        mask, box = resample_mask(mask, box, depth.shape)
+    else:
+        box = mask_box(mask) if box is None else box
     if box is None:
         return _unknown(0, keep)
     x0, y0, x1, y1 = (int(v) for v in box)

@@ -63,7 +63,8 @@ def generate_launch_description() -> LaunchDescription:
                               description="input image topic (compressed: <camera>/compressed)"),
         DeclareLaunchArgument("depth", default_value="",
                               description="aligned depth image topic (16UC1/32FC1, the colour "
-                                          "image's size); given: depth_enabled and 3D positions"),
+                                          "image's field of view); given: depth_enabled, 3D "
+                                          "positions"),
         DeclareLaunchArgument("depth_camera_info", default_value="",
                               description="CameraInfo of the depth image (default: camera_info "
                                           "beside the depth topic)"),

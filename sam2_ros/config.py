@@ -130,7 +130,7 @@ class NodeConfig:
     autostart: bool = _param(False, "configure and activate at start-up (no lifecycle manager)")
     # 3D from an aligned depth image (sam2_ros.depth_input, engine.depth).
     depth_enabled: bool = _param(False, "subscribe to depth/image (16UC1 or mono16 in mm, 32FC1 "
-                                        "in m; aligned with image, same size) and "
+                                        "in m; aligned with image: its size or aspect ratio) and "
                                         "depth/camera_info, and give each visible object a 3D "
                                         "position in ~/tracks")
     depth_tolerance_s: float = _param(0.02, "a colour frame takes the depth image of the same "

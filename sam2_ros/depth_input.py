@@ -7,11 +7,15 @@ depth image with the frame's stamp, else the nearest one within ``depth_toleranc
 decodes only that one. Nothing waits for depth: a frame without usable depth is published in 2D
 with its objects' positions unknown.
 
+Resize rule: a depth image of another size than the colour frame with the same aspect ratio
+(the same field of view at another resolution) is used, each depth pixel taking the mask's
+value at its centre; its CameraInfo must then be for the depth image's size.
+
 Refusals (``InputError``, text "<kind>: <what was wrong and what was expected>"), each counted:
-a depth image of another size than the colour frame (aligned depth has the colour image's
-size: no resizing is done), an unknown encoding, truncated data, a missing CameraInfo or one
-with a zero or non-finite camera matrix or of another size than the depth, and no depth image
-within the tolerance of the frame's stamp. Nothing here imports rclpy.
+a depth image of another aspect ratio than the colour frame, an unknown encoding, truncated
+data, a missing CameraInfo or one with a zero or non-finite camera matrix or of another size
+than the depth, and no depth image within the tolerance of the frame's stamp. Nothing here
+imports rclpy.
 """
 from __future__ import annotations
 
@@ -22,7 +26,7 @@ from typing import Any
 
 import numpy as np
 
-from engine.depth import Intrinsics
+from engine.depth import Intrinsics, same_field_of_view
 
 from .conversions import InputError
 
@@ -79,7 +83,7 @@ def intrinsics_from_info(info, width: int, height: int) -> Intrinsics:
 class PairedDepth:
     """The depth for one colour frame, ready for ``engine.depth``."""
 
-    depth: np.ndarray  # (H, W), the colour frame's size
+    depth: np.ndarray  # (h, w): the colour frame's size or its aspect ratio
     scale: float  # metres per unit
     intrinsics: Intrinsics
     header: Any  # the depth image's header (frame_id: the frame of the positions)
@@ -140,12 +144,13 @@ class DepthInput:
                 f"{(newest - stamp_ns) / 1e9:+.3f} s from it); expected one within "
                 f"depth_tolerance_s = {tolerance_s:g} s")
         depth, scale = depth_array(msg)
-        h, w = frame_hw
-        if depth.shape != (h, w):
-            raise InputError(f"size: depth image is {depth.shape[1]}x{depth.shape[0]} but the "
-                             f"colour frame is {w}x{h}; an aligned depth image has the colour "
-                             "image's size (e.g. RealSense aligned_depth_to_color)")
-        return PairedDepth(depth, scale, intrinsics_from_info(info, w, h), msg.header)
+        (h, w), (hd, wd) = frame_hw, depth.shape
+        if not same_field_of_view((h, w), (hd, wd)):
+            raise InputError(f"size: depth image is {wd}x{hd} but the colour frame is {w}x{h}, "
+                             "another aspect ratio; an aligned depth image has the colour "
+                             "image's size (e.g. RealSense aligned_depth_to_color) or its field "
+                             "of view at another resolution")
+        return PairedDepth(depth, scale, intrinsics_from_info(info, wd, hd), msg.header)
 
     def counters(self) -> dict[str, str]:
         """The key/values of the depth status in /diagnostics."""

@@ -162,9 +162,29 @@ def test_bad_intrinsics_are_refused(k, match):
         Intrinsics.from_k(k)
 
 
-def test_depth_and_mask_of_different_sizes_are_refused():
-    with pytest.raises(ValueError, match=r"depth is 320x240 but the mask is 160x120"):
-        locate_object(np.ones((H, W)), 1.0, INTR, np.ones((120, 160), bool))
+def test_depth_of_another_aspect_ratio_is_refused():
+    with pytest.raises(ValueError, match=r"depth is 320x240 but the mask is 160x100, another "
+                                         r"aspect ratio"):
+        locate_object(np.ones((H, W)), 1.0, INTR, np.ones((100, 160), bool))
+
+
+@pytest.mark.parametrize("factor", [2, 0.5])
+def test_depth_at_another_resolution_samples_the_mask(factor):
+    """Resize rule: the mask is 320x240, the depth of the same view 160x120 (or 640x480) with
+    its own intrinsics; each depth pixel takes the mask at its centre. A flat square at 1.3 m
+    with its sides on the coarser grid's pixel borders: its centroid within 1 mm."""
+    h, w = int(H / factor), int(W / factor)
+    k = Intrinsics(INTR.fx / factor, INTR.fy / factor, (INTR.cx + 0.5) / factor - 0.5,
+                   (INTR.cy + 0.5) / factor - 0.5)
+    shape = square(60, 40, 70)  # colour pixels 60..129, 40..109
+    z = np.full((h, w), 3.0, np.float32)
+    v, u = np.mgrid[0:h, 0:w]
+    cu, cv = np.floor((u + 0.5) * factor).astype(int), np.floor((v + 0.5) * factor).astype(int)
+    z[shape[np.minimum(cv, H - 1), np.minimum(cu, W - 1)]] = 1.3
+    pos = locate_object(z, 1.0, k, shape, mask_box(shape))
+    c, _ = truth(shape, scene(shape, 1.3))
+    assert pos.num_valid == int(shape.sum() / factor**2)
+    assert np.abs(pos.centroid - c).max() < MM
 
 
 def test_erode_matches_a_square_structuring_element():

@@ -121,7 +121,13 @@ def test_pairing_refuses_another_size_and_a_bad_encoding():
     d.on_info(info())
     d.on_depth(depth_msg(MM, "16UC1", 10**9))
     with pytest.raises(InputError, match=r"size: depth image is 8x6 but the colour frame is "
-                                         r"16x12; an aligned depth image has the colour"):
+                                         r"20x12, another aspect ratio; an aligned depth"):
+        d.pair(10**9, (12, 20), 0.02)
+    paired = d.pair(10**9, (12, 16), 0.02)  # the same view at twice the resolution: accepted
+    assert paired.depth.shape == (H, W) and paired.intrinsics.fx == 500.0
+    d.on_info(info(w=16, h=12))  # CameraInfo of the colour image, not of the depth
+    with pytest.raises(InputError, match="CameraInfo is for 16x12 images but the depth image "
+                                         "is 8x6"):
         d.pair(10**9, (12, 16), 0.02)
     d.on_depth(depth_msg(MM, "8UC1", 2 * 10**9))
     with pytest.raises(InputError, match="encoding: depth image encoding '8UC1'"):

@@ -1,7 +1,7 @@
 """sam2_node with depth_enabled, as a real process over loopback DDS: colour + aligned depth +
 CameraInfo in, each object's 3D position in ~/tracks (exactly what engine.depth gives on the
 published mask, and near the scene's ground truth), ~/object_markers and ~/object_points; bad
-depth (another size, unknown encoding, zero intrinsics, a stamp too far) refused with the
+depth (another aspect ratio, unknown encoding, zero intrinsics, a stamp too far) refused with the
 reason in the log and /diagnostics while the 2D outputs keep flowing.
 
 One node process (the bundled compact model, 160x120 frames of the generated scene) serves the
@@ -180,8 +180,8 @@ def test_markers_and_point_cloud_of_located_objects(ros, scene, node):
 
 BAD_DEPTH = [
     # (what, depth message maker, CameraInfo maker, depth stamp offset, expected log text)
-    ("another size", lambda s, st: depth_msg(np.full((60, 80), 1000, np.uint16), st),
-     None, 0, "size: depth image is 80x60 but the colour frame is 160x120"),
+    ("another aspect ratio", lambda s, st: depth_msg(np.full((60, 100), 1000, np.uint16), st),
+     None, 0, "size: depth image is 100x60 but the colour frame is 160x120, another aspect"),
     ("unknown encoding", lambda s, st: depth_msg(np.full((H, W), 100, np.uint8), st, "mono8"),
      None, 0, "encoding: depth image encoding 'mono8' is not supported"),
     ("zero intrinsics", lambda s, st: depth_msg(np.full((H, W), 1000, np.uint16), st),
