@@ -22,7 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..depth import locate_objects, mask_box
+from ..depth import Intrinsics, locate_objects, mask_box
 from ..synthetic import Scene
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -35,6 +35,7 @@ CASES = {
     "32FC1 (m), boxes given": ("32FC1", True, 0),
     "16UC1, boxes computed from the masks": ("16UC1", False, 0),
     "16UC1, boxes given, + points (stride 4)": ("16UC1", True, 4),
+    "16UC1 at half resolution (resize rule), boxes given": ("16UC1/2", True, 0),
 }
 
 
@@ -59,20 +60,24 @@ def frames(count: int, width: int, height: int, objects: int, seed: int) -> list
     for _, masks in scene.frames(count):
         masks = {k: m for k, m in masks.items() if m.any()}
         z = scene.depth(masks, holes=0.01, bleed=True)
-        out.append({"16UC1": np.round(z * 1000).astype(np.uint16), "32FC1": z, "masks": masks,
-                    "boxes": {k: mask_box(m) for k, m in masks.items()}})
+        mm = np.round(z * 1000).astype(np.uint16)
+        out.append({"16UC1": mm, "32FC1": z, "16UC1/2": np.ascontiguousarray(mm[1::2, 1::2]),
+                    "masks": masks, "boxes": {k: mask_box(m) for k, m in masks.items()}})
     return out, scene.intrinsics
 
 
 def run(data: list[dict], intrinsics) -> dict[str, tuple[float, float]]:
     """One run: per case, the median over frames of (wall ms, CPU ms)."""
+    half = Intrinsics(intrinsics.fx / 2, intrinsics.fy / 2, (intrinsics.cx + 0.5) / 2 - 0.5,
+                      (intrinsics.cy + 0.5) / 2 - 0.5)  # of the half-resolution depth
     times = {name: [] for name in CASES}
     for frame in data:
         for name, (enc, with_boxes, stride) in CASES.items():
-            scale = 0.001 if enc == "16UC1" else 1.0
+            scale = 1.0 if enc == "32FC1" else 0.001
+            k = intrinsics if enc != "16UC1/2" else half
             boxes = frame["boxes"] if with_boxes else None
             w0, c0 = time.perf_counter(), time.process_time()
-            locate_objects(frame[enc], scale, intrinsics, frame["masks"], boxes,
+            locate_objects(frame[enc], scale, k, frame["masks"], boxes,
                            points_stride=stride)
             times[name].append(((time.perf_counter() - w0) * 1e3,
                                 (time.process_time() - c0) * 1e3))
