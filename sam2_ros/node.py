@@ -296,7 +296,14 @@ class Sam2Node(LifecycleNode):
         points_pub, markers_pub = self._pubs["object_points"], self._pubs["object_markers"]
         stride = cfg.object_points_stride if (cfg.publish_object_points and
                                               points_pub.get_subscription_count()) else 0
-        located, points = locate_tracks(paired, results, tracks, cfg, stride)
+        try:
+            located, points = locate_tracks(paired, results, tracks, cfg, stride)
+        except Exception as err:  # a bug in the 3D step must not stop the 2D outputs
+            self.get_logger().error(f"3D step failed: {err!r}\n{traceback.format_exc()}",
+                                    throttle_duration_sec=5.0)
+            for track in tracks:
+                set_unknown(track)
+            return None
         depth.on_paired()
         header = Header(stamp=frame.msg.header.stamp,
                         frame_id=paired.header.frame_id or frame.msg.header.frame_id)
