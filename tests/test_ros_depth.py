@@ -178,6 +178,22 @@ def test_markers_and_point_cloud_of_located_objects(ros, scene, node):
     assert all(r.successful for r in ros.set_parameters(publish_object_points=False))
 
 
+def test_depth_at_half_resolution_is_used(ros, scene):
+    """Resize rule: depth of the colour image's field of view at half its resolution, with the
+    CameraInfo of that size, gives object 1 a position near the truth."""
+    s, frames = scene
+    i = s.intrinsics
+    half = camera_info(s, [i.fx / 2, 0.0, (i.cx + 0.5) / 2 - 0.5, 0.0, i.fy / 2,
+                           (i.cy + 0.5) / 2 - 0.5, 0.0, 0.0, 1.0])
+    half.width, half.height = W // 2, H // 2
+    depth = np.round(s.depth(frames[5][1]) * 1000).astype(np.uint16)[1::2, 1::2].copy()
+    _, tracks, _ = send(ros, frames[5][0], lambda st: depth_msg(depth, st), half)
+    obj = next(o for o in tracks.objects if o.object_id == 1)
+    assert obj.has_position, obj
+    truth = s.true_positions(frames[5][1])[1]
+    assert np.abs(np.array([obj.position.x, obj.position.y, obj.position.z]) - truth).max() < 0.03
+
+
 BAD_DEPTH = [
     # (what, depth message maker, CameraInfo maker, depth stamp offset, expected log text)
     ("another aspect ratio", lambda s, st: depth_msg(np.full((60, 100), 1000, np.uint16), st),
