@@ -81,7 +81,7 @@ def depth_msg(depth_mm: np.ndarray, stamp_ns: int, encoding: str = "16UC1") -> I
     return msg
 
 
-def send(ros, rgb, depth=None, info=None, depth_offset_ns: int = 0, tries: int = 3):
+def send(ros, rgb, depth=None, info=None, depth_offset_ns: int = 0, tries: int = 5):
     """Publish CameraInfo and depth (stamped with the frame's stamp + offset), then the colour
     frame, until its ~/tracks arrive; (stamp, Tracks, the depth sent)."""
     for _ in range(tries):
@@ -93,9 +93,9 @@ def send(ros, rgb, depth=None, info=None, depth_offset_ns: int = 0, tries: int =
             ros.depth_pub.publish(sent)
         ros.spin_for(0.05)
         ros.publish_image(rgb, stamp)
-        if ros.wait_for(lambda: ros.find("tracks", stamp) is not None, 10.0):
+        if ros.wait_for(lambda: ros.find("tracks", stamp) is not None, 4.0):
             return stamp, ros.find("tracks", stamp), sent
-    raise AssertionError("no ~/tracks for a frame published 3 times")
+    raise AssertionError(f"no ~/tracks for a frame published {tries} times")
 
 
 def depth_status(ros) -> dict[str, str] | None:
