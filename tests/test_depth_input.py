@@ -116,7 +116,9 @@ def test_pairing_exact_nearest_and_refusals():
     assert counters["frames_without_depth"] == "1" and "0.100 s newer" in counters["last_refusal"]
 
 
-def test_pairing_refuses_another_size_and_a_bad_encoding():
+def test_pairing_size_rule_and_a_bad_encoding():
+    """Another aspect ratio is refused; the same view at another resolution is used, with a
+    CameraInfo of the depth's own size; an unknown encoding is refused."""
     d = DepthInput(queue_size=2)
     d.on_info(info())
     d.on_depth(depth_msg(MM, "16UC1", 10**9))
