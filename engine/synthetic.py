@@ -19,6 +19,13 @@ Scripted phenomena, on top of free motion (ids: objects 1..n, distractors 101..,
   the nearest border, stays out ``away`` frames, then comes back the way it left;
 * ``exits=True``: every object flies out and wraps around to the opposite border.
 
+Depth (``Scene.depth``, ``Scene.intrinsics``, ``Scene.true_positions``): an aligned depth image
+with exact geometry, for the 3D outputs. A pinhole camera with a 60 degree horizontal field of
+view looks at a slanted background plane (4 m at the top row, 3 m at the bottom); every object is
+a flat patch facing the camera, the first drawn farthest (2.4 m) and each later one nearer (down
+to 0.8 m), so drawing order and depth agree. Optional holes and edge bleed imitate depth sensors.
+Depth draws on a random generator of its own: frames and masks are the same with or without it.
+
 ``evaluation_set`` lists the held-out clips of the tracking benchmark, one phenomenon each;
 training (``engine.train``) draws its scenes from a disjoint seed range (``TRAIN_SEED_BASE``).
 """
@@ -30,6 +37,8 @@ from dataclasses import dataclass, field
 import cv2
 import numpy as np
 
+from .depth import Intrinsics
+
 SHAPES = ("ellipse", "box", "polygon", "star", "blob", "cross", "triangle")
 TEXTURES = ("stripes", "checks", "noise", "dots", "gradient")
 PHENOMENA = ("motion", "occlusion", "exit", "distractors")
@@ -37,6 +46,9 @@ DISTRACTOR_ID0, OCCLUDER_ID0 = 101, 201
 TRAIN_SEED_BASE = 1 << 40  # training scenes use seeds >= this; evaluation clips stay far below
 OCCLUDER_RAMP = 4  # frames an occluding panel takes to slide over its target (and off again)
 EXIT_FRAMES = 8  # frames a scheduled exit takes to leave the frame (and to come back)
+BACKGROUND_DEPTH = (4.0, 3.0)  # metres at the top and the bottom row: a slanted plane
+OBJECT_DEPTH = (2.4, 0.8)  # metres: the first-drawn object, the last-drawn one
+HORIZONTAL_FOV_DEG = 60.0
 
 
 def _texture(rng: np.random.Generator, h: int, w: int, base: np.ndarray) -> np.ndarray:
@@ -332,6 +344,53 @@ class Scene:
             canvas = canvas * (gain * colour)[None, None, :]
         frame = np.clip(canvas, 0, 255).astype(np.uint8)
         return frame, {o.obj_id: owner == o.obj_id for o in self.objects}
+
+    # ---------------------------------------------------------------- depth
+    @property
+    def intrinsics(self) -> Intrinsics:
+        """The camera's pinhole intrinsics (square pixels, principal point at the centre)."""
+        f = 0.5 * self.width / math.tan(math.radians(HORIZONTAL_FOV_DEG) / 2)
+        return Intrinsics(fx=f, fy=f, cx=(self.width - 1) / 2, cy=(self.height - 1) / 2)
+
+    def object_depth(self, obj_id: int) -> float:
+        """Depth (m) of an object's flat face: by drawing order, the first farthest."""
+        order = [o.obj_id for o in self.objects].index(obj_id)
+        return float(np.linspace(*OBJECT_DEPTH, max(len(self.objects), 2))[order])
+
+    def depth(self, masks: dict[int, np.ndarray], holes: float = 0.0,
+              bleed: bool = False) -> np.ndarray:
+        """(H, W) float32 depth in metres for a frame's visible ``masks``: exact, or with a
+        fraction ``holes`` of pixels missing (0) and, with ``bleed``, pixels at depth edges
+        reading between the near and the far side (the mean of the min and max around them)."""
+        v = np.arange(self.height, dtype=np.float64)[:, None]
+        top, bottom = BACKGROUND_DEPTH  # inverse depth is affine in v on a plane
+        inv = 1 / top + (1 / bottom - 1 / top) * v / max(self.height - 1, 1)
+        z = np.repeat(1.0 / inv, self.width, axis=1).astype(np.float32)
+        for obj_id, mask in masks.items():
+            z[mask] = self.object_depth(obj_id)
+        if bleed:
+            kernel = np.ones((3, 3), np.uint8)
+            near, far = cv2.erode(z, kernel), cv2.dilate(z, kernel)
+            edge = far - near > 0.1
+            z[edge] = 0.5 * (near[edge] + far[edge])
+        if holes > 0:
+            if not hasattr(self, "_depth_rng"):
+                self._depth_rng = np.random.default_rng([self.seed, 19])
+            z[self._depth_rng.random(z.shape) < holes] = 0.0
+        return z
+
+    def true_positions(self, masks: dict[int, np.ndarray]) -> dict[int, np.ndarray]:
+        """Exact 3D centroid (m, camera optical frame) of each object's visible face: the mean
+        of its visible pixel centres back-projected at its depth. Objects out of view: none."""
+        k, out = self.intrinsics, {}
+        for obj_id, mask in masks.items():
+            cols, rows = mask.sum(axis=0), mask.sum(axis=1)  # pixel counts per column / row
+            n = cols.sum()
+            if n:
+                z = self.object_depth(obj_id)
+                u, v = cols @ np.arange(mask.shape[1]) / n, rows @ np.arange(mask.shape[0]) / n
+                out[obj_id] = np.array([(u - k.cx) * z / k.fx, (v - k.cy) * z / k.fy, z])
+        return out
 
     def frames(self, count: int):
         """Yield (frame, masks) for t = 0 .. count-1."""

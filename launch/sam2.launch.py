@@ -4,6 +4,8 @@
     ros2 launch sam2_ros sam2.launch.py camera:=/camera/color/image_raw \
         checkpoint:=$HOME/checkpoints/sam2.1_hiera_tiny.pt image_size:=1024 device:=cuda
     ros2 launch sam2_ros sam2.launch.py camera:=/camera/image_raw input_transport:=compressed
+    ros2 launch sam2_ros sam2.launch.py camera:=/camera/color/image_raw \
+        depth:=/camera/aligned_depth_to_color/image_raw      # + 3D positions (depth_enabled)
 
 The node configures and activates itself (autostart:=true); with autostart:=false it waits for
 a lifecycle manager (or `ros2 lifecycle set /sam2_node configure`). Arguments left empty keep
@@ -39,12 +41,17 @@ def _node(context):
 
     overrides = {name: kind(arg(name)) for name, (kind, _) in OVERRIDES.items() if arg(name)}
     overrides["autostart"] = arg("autostart").lower() in ("true", "1", "yes")
-    camera = arg("camera")
+    camera, depth = arg("camera"), arg("depth")
+    remappings = [("image", camera), ("image/compressed", f"{camera}/compressed")]
+    if depth:  # aligned depth: its CameraInfo is, by the drivers' convention, beside it
+        overrides["depth_enabled"] = True
+        info = arg("depth_camera_info") or f"{depth.rsplit('/', 1)[0]}/camera_info"
+        remappings += [("depth/image", depth), ("depth/camera_info", info)]
     return [LifecycleNode(
         package=PACKAGE, executable="sam2_node", name=arg("node_name"),
         namespace=arg("namespace"), output="screen", emulate_tty=True,
         parameters=[arg("params_file"), overrides],
-        remappings=[("image", camera), ("image/compressed", f"{camera}/compressed")],
+        remappings=remappings,
         arguments=["--ros-args", "--log-level", arg("log_level")],
     )]
 
@@ -54,6 +61,13 @@ def generate_launch_description() -> LaunchDescription:
     args = [
         DeclareLaunchArgument("camera", default_value="image",
                               description="input image topic (compressed: <camera>/compressed)"),
+        DeclareLaunchArgument("depth", default_value="",
+                              description="aligned depth image topic (16UC1/32FC1, the colour "
+                                          "image's field of view); given: depth_enabled, 3D "
+                                          "positions"),
+        DeclareLaunchArgument("depth_camera_info", default_value="",
+                              description="CameraInfo of the depth image (default: camera_info "
+                                          "beside the depth topic)"),
         DeclareLaunchArgument("params_file",
                               default_value=os.path.join(share, "config", "sam2.yaml"),
                               description="parameter file of the node"),

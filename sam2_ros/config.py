@@ -128,6 +128,30 @@ class NodeConfig:
     diagnostics_period_s: float = _param(1.0, "period of /diagnostics",
                                          _float_in(0.05, 60.0))
     autostart: bool = _param(False, "configure and activate at start-up (no lifecycle manager)")
+    # 3D from an aligned depth image (sam2_ros.depth_input, engine.depth).
+    depth_enabled: bool = _param(False, "subscribe to depth/image (16UC1 or mono16 in mm, 32FC1 "
+                                        "in m; aligned with image: its size or aspect ratio) and "
+                                        "depth/camera_info, and give each visible object a 3D "
+                                        "position in ~/tracks")
+    depth_tolerance_s: float = _param(0.02, "a colour frame takes the depth image of the same "
+                                            "stamp, else the nearest one within this many "
+                                            "seconds", _float_in(0.0, 1.0), live=True)
+    depth_queue_size: int = _param(10, "recent depth images kept for pairing with colour frames",
+                                   _int_in(1, 100))
+    depth_erosion_px: int = _param(2, "the object's depth is the median over its mask eroded by "
+                                      "this many pixels (its rim bleeds)", _int_in(0, 50),
+                                   live=True)
+    depth_band_m: float = _param(0.05, "mask pixels within this depth of the object's median "
+                                       "depth (or 3 robust sigmas, if more) are its inliers",
+                                 _float_in(0.0, 100.0, lo_open=True), live=True)
+    depth_min_pixels: int = _param(10, "inliers an object needs for a position",
+                                   _int_in(1, 10**7), live=True)
+    publish_object_points: bool = _param(False, "publish ~/object_points, a PointCloud2 of the "
+                                                "objects' inliers (while subscribed)", live=True)
+    object_points_stride: int = _param(4, "~/object_points keeps every n-th image row and column",
+                                       _int_in(1, 64), live=True)
+    publish_object_markers: bool = _param(True, "publish ~/object_markers, a box per located "
+                                                "object for rviz (while subscribed)", live=True)
 
     @classmethod
     def from_values(cls, values: dict[str, Any]) -> "NodeConfig":

@@ -27,8 +27,10 @@ from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
 from rclpy.lifecycle import LifecycleNode, LifecycleState, TransitionCallbackReturn
 from rclpy.qos import QoSProfile, ReliabilityPolicy, qos_profile_sensor_data
 from rclpy.task import Future
-from sensor_msgs.msg import CompressedImage, Image, RegionOfInterest
+from sensor_msgs.msg import CameraInfo, CompressedImage, Image, PointCloud2, RegionOfInterest
+from std_msgs.msg import Header
 from std_srvs.srv import Trigger
+from visualization_msgs.msg import MarkerArray
 
 from sam2_ros_interfaces.msg import ObjectTrack, Tracks
 from sam2_ros_interfaces.srv import AddPrompt, RemoveObject
@@ -37,10 +39,12 @@ from engine.tracker import ObjectResult
 
 from .backend import BackendError, build_engine
 from .config import LIVE_PARAMETERS, PARAMETERS, NodeConfig, check_parameter, coerce, describe
-from .conversions import compressed_to_rgb, fill_image, image_to_rgb, label_image
+from .conversions import InputError, compressed_to_rgb, fill_image, image_to_rgb, label_image
+from .depth_input import DepthInput
+from .depth_output import depth_status, locate_tracks, markers, point_cloud, set_unknown
 from .diagnostics import FrameStats, diagnostic_array
 from .overlay import render_overlay
-from .session import Frame, TrackingSession
+from .session import Frame, TrackingSession, stamp_text
 from .worker import LatestFrameWorker
 
 SUCCESS, FAILURE = TransitionCallbackReturn.SUCCESS, TransitionCallbackReturn.FAILURE
@@ -83,6 +87,8 @@ class Sam2Node(LifecycleNode):
         self._wait_group = ReentrantCallbackGroup()
         self._stats = FrameStats()
         self._warned: dict[str, float] = {}
+        self._depth: DepthInput | None = None  # with depth_enabled
+        self._depth_subs: list[Any] = []
 
     # ----------------------------------------------------------------- lifecycle
     def on_configure(self, state: LifecycleState) -> TransitionCallbackReturn:
@@ -111,6 +117,7 @@ class Sam2Node(LifecycleNode):
             self.create_service(RemoveObject, "~/remove_object", self._on_remove_object),
             self.create_service(Trigger, "~/reset", self._on_reset),
         ]
+        self._configure_depth(cfg, out)
         decode = compressed_to_rgb if cfg.input_transport == "compressed" else image_to_rgb
         self._stats = FrameStats()
         self._session = TrackingSession(engine, cfg, decode, self._publish, self._stats,
@@ -132,6 +139,7 @@ class Sam2Node(LifecycleNode):
             self._sub = self.create_subscription(Image, "image", self._on_image, qos,
                                                  callback_group=self._input_group)
         self._diag_timer = self.create_timer(cfg.diagnostics_period_s, self._on_diagnostics)
+        self._subscribe_depth(qos)
         self.get_logger().info(f"active: listening on {self._sub.topic_name} ({cfg.input_qos})")
         return super().on_activate(state)
 
@@ -157,6 +165,9 @@ class Sam2Node(LifecycleNode):
         if self._diag_timer is not None:
             self.destroy_timer(self._diag_timer)
         self._sub = self._diag_timer = None
+        for sub in self._depth_subs:
+            self.destroy_subscription(sub)
+        self._depth_subs = []
         if self._worker is not None:
             self._worker.clear()
 
@@ -210,7 +221,9 @@ class Sam2Node(LifecycleNode):
         self._pubs["masks"].publish(fill_image(
             Image(header=header), label_image(masks, labels, (h, w), dtype), cfg.label_encoding))
         tracks = [self._track_msg(r, labels[r.obj_id]) for r in results]
-        self._pubs["tracks"].publish(Tracks(header=header, objects=tracks))
+        depth_header = self._locate(frame, results, tracks) if self._depth else None
+        self._pubs["tracks"].publish(Tracks(header=header, objects=tracks,
+                                            depth_header=depth_header or Header()))
         overlay = self._pubs["overlay"]
         if cfg.publish_overlay and overlay.get_subscription_count() > 0:
             shown = [(r.obj_id, labels[r.obj_id], r.mask, r.box)
@@ -222,6 +235,7 @@ class Sam2Node(LifecycleNode):
         visible = r.presence >= self.cfg.presence_threshold and r.box is not None
         msg = ObjectTrack(object_id=r.obj_id, label=label, presence=float(r.presence),
                           predicted_iou=float(r.iou), visible=visible)
+        set_unknown(msg)  # 3D fields: filled by _locate when depth is paired
         if r.box is not None:  # inclusive pixel bounds
             x0, y0, x1, y1 = r.box
             msg.bbox = RegionOfInterest(x_offset=x0, y_offset=y0, width=x1 - x0 + 1,
@@ -235,9 +249,69 @@ class Sam2Node(LifecycleNode):
         extra = {"objects": str(len(s.labels)), "backend": s.engine.backend,
                  "model": cfg.model, "image_size": str(cfg.model_image_size),
                  "weights": s.engine.weights, "input": self._sub.topic_name if self._sub else ""}
-        self._pubs["diagnostics"].publish(diagnostic_array(
+        diag = diagnostic_array(
             self.get_clock().now().to_msg(), f"{self.get_name()}: tracking",
-            self.get_fully_qualified_name(), self._stats.snapshot(), extra))
+            self.get_fully_qualified_name(), self._stats.snapshot(), extra)
+        if self._depth is not None:
+            diag.status.append(depth_status(f"{self.get_name()}: depth",
+                                            self.get_fully_qualified_name(), self._depth))
+        self._pubs["diagnostics"].publish(diag)
+
+    # -------------------------------------------------------------------- depth
+    def _configure_depth(self, cfg: NodeConfig, out: QoSProfile) -> None:
+        self._depth = DepthInput(cfg.depth_queue_size) if cfg.depth_enabled else None
+        if self._depth is not None:
+            self._pubs["object_points"] = self.create_lifecycle_publisher(
+                PointCloud2, "~/object_points", out)
+            self._pubs["object_markers"] = self.create_lifecycle_publisher(
+                MarkerArray, "~/object_markers", out)
+
+    def _subscribe_depth(self, qos: QoSProfile) -> None:
+        depth = self._depth
+        if depth is not None:
+            self._depth_subs = [
+                self.create_subscription(Image, "depth/image", depth.on_depth, qos,
+                                         callback_group=self._input_group),
+                self.create_subscription(CameraInfo, "depth/camera_info", depth.on_info, qos,
+                                         callback_group=self._input_group)]
+            self.get_logger().info(f"depth: {self._depth_subs[0].topic_name} + "
+                                   f"{self._depth_subs[1].topic_name}")
+
+    def _locate(self, frame: Frame, results: list[ObjectResult],
+                tracks: list[ObjectTrack]) -> Header | None:
+        """Worker thread: the tracks' 3D fields from the depth paired with ``frame`` (and
+        ~/object_points, ~/object_markers while subscribed); the depth's header, or None."""
+        cfg, depth = self.cfg, self._depth
+        try:
+            paired = depth.pair(frame.stamp_ns, frame.rgb.shape[:2], cfg.depth_tolerance_s)
+        except InputError as err:
+            self._warn_input(f"depth for frame {stamp_text(frame.stamp_ns)} rejected: {err}; "
+                             "its objects have no 3D position")
+            return None
+        if paired is None:
+            self._warn_input("depth missing: no depth image received yet on depth/image "
+                             "(remap it to the camera's aligned depth); objects have no 3D "
+                             "position")
+            return None
+        points_pub, markers_pub = self._pubs["object_points"], self._pubs["object_markers"]
+        stride = cfg.object_points_stride if (cfg.publish_object_points and
+                                              points_pub.get_subscription_count()) else 0
+        try:
+            located, points = locate_tracks(paired, results, tracks, cfg, stride)
+        except Exception as err:  # a bug in the 3D step must not stop the 2D outputs
+            self.get_logger().error(f"3D step failed: {err!r}\n{traceback.format_exc()}",
+                                    throttle_duration_sec=5.0)
+            for track in tracks:
+                set_unknown(track)
+            return None
+        depth.on_paired()
+        header = Header(stamp=frame.msg.header.stamp,
+                        frame_id=paired.header.frame_id or frame.msg.header.frame_id)
+        if stride:
+            points_pub.publish(point_cloud(header, points))
+        if cfg.publish_object_markers and markers_pub.get_subscription_count():
+            markers_pub.publish(markers(header, located))
+        return paired.header
 
     # ----------------------------------------------------------------- services
     def _call_worker(self, fn) -> tuple[Any, str | None]:

@@ -107,3 +107,15 @@ def test_arguments_override_parameters_with_their_types(launch_file):
     assert set(overrides) <= set(PARAMETERS)
     assert ("image", "/camera/color/image_raw") in kw["remappings"]
     assert ("image/compressed", "/camera/color/image_raw/compressed") in kw["remappings"]
+
+
+def test_depth_argument_enables_depth_and_remaps_it(launch_file):
+    """depth:= turns depth_enabled on and remaps depth/image and (beside it, unless given)
+    depth/camera_info."""
+    kw, _ = _run(launch_file, depth="/camera/aligned_depth_to_color/image_raw")
+    assert kw["parameters"][1] == {"autostart": True, "depth_enabled": True}
+    assert ("depth/image", "/camera/aligned_depth_to_color/image_raw") in kw["remappings"]
+    assert ("depth/camera_info", "/camera/aligned_depth_to_color/camera_info") in kw["remappings"]
+    kw, _ = _run(launch_file, depth="/zed/depth/depth_registered",
+                 depth_camera_info="/zed/rgb/camera_info")
+    assert ("depth/camera_info", "/zed/rgb/camera_info") in kw["remappings"]
