@@ -163,7 +163,7 @@ def cmd_build(args) -> int:
     from tqdm import tqdm
 
     from .export import export_model
-    from .export.layout import MemoryCapacity
+    from .memory_layout import MemoryCapacity
     from .runtime import default_cache_dir, load_sam2
     from .runtime.tensorrt_build import (BuildOptions, TensorRTUnavailable, build_engine,
                                          import_tensorrt, onnx_precision, require_cuda)
@@ -223,7 +223,7 @@ def timed_tracker(args, model, prompts):
     from tqdm import tqdm
 
     from .benchmarks.timing import StageClock, TimedRuntime, device_sync, instrument
-    from .export.layout import MemoryCapacity
+    from .memory_layout import MemoryCapacity
     from .runtime import make_runtime
     from .tracker import StreamingTracker
     from .video import merge_prompts
@@ -287,7 +287,7 @@ def cmd_track(args) -> int:
 
 
 def _overlay(step, backend: str, weights: str):
-    from sam2_ros.overlay import render_overlay  # ROS-free; see the report: move to engine/
+    from .overlay import render_overlay
 
     shown = [(i, i, r.mask, r.box) for i, r in step.objects.items()
              if r.presence >= 0.5 and r.box is not None]

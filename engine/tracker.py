@@ -37,7 +37,7 @@ import torch
 import torch.nn.functional as F
 
 from .config import MAX_COND_FRAMES, ModelConfig
-from .export.layout import MemoryCapacity
+from .memory_layout import MemoryCapacity
 from .memory_bank import MemoryBank, MemoryEntry, MemorySelection
 from .model.sam2 import DecoderOutput, ImageFeatures, SAM2Model
 from .runtime import Runtime, TorchRuntime

@@ -127,7 +127,7 @@ def _load_model(cfg: NodeConfig) -> tuple[Any, str]:
 def _make_runtime(cfg: NodeConfig, model: Any, threads: int) -> Any:
     """The runtime of ``cfg.backend`` over ``model``, with a memory capacity that fits the
     tracker's banks; a backend that cannot run here is refused with its reason."""
-    from engine.export.layout import MemoryCapacity
+    from engine.memory_layout import MemoryCapacity
     from engine.runtime import make_runtime
 
     opts: dict[str, Any] = {"precision": cfg.precision}

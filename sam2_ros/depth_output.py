@@ -14,7 +14,7 @@ from visualization_msgs.msg import Marker, MarkerArray
 
 from engine.depth import ObjectPosition, locate_object
 
-from .overlay import colour
+from engine.overlay import colour
 
 _NAN = float("nan")
 MIN_MARKER_SIZE = 0.01  # m: a flat object's box stays visible in rviz

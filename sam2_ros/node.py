@@ -43,7 +43,7 @@ from .conversions import InputError, compressed_to_rgb, fill_image, image_to_rgb
 from .depth_input import DepthInput
 from .depth_output import depth_status, locate_tracks, markers, point_cloud, set_unknown
 from .diagnostics import FrameStats, diagnostic_array
-from .overlay import render_overlay
+from engine.overlay import render_overlay
 from .session import Frame, TrackingSession, stamp_text
 from .worker import LatestFrameWorker
 

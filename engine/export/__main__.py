@@ -8,7 +8,7 @@ from __future__ import annotations
 import argparse
 
 from ..runtime import default_cache_dir, load_sam2
-from .layout import MemoryCapacity
+from ..memory_layout import MemoryCapacity
 from .parts import PART_NAMES
 from .pipeline import export_model
 

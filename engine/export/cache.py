@@ -15,7 +15,7 @@ from pathlib import Path
 import torch
 
 from ..model.sam2 import SAM2Model
-from .layout import MemoryCapacity
+from ..memory_layout import MemoryCapacity
 
 # Bump when a part's graph computes something different or its inputs/outputs change.
 EXPORT_FORMAT = 2  # 2: memory_encoder inputs reordered; SAM 2.0 without object_score_logits

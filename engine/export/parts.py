@@ -45,7 +45,7 @@ from torch import Tensor, nn
 
 from ..config import ModelConfig
 from ..model.sam2 import NO_OBJ_SCORE, SAM2Model
-from .layout import MemoryCapacity
+from ..memory_layout import MemoryCapacity
 
 OBJECTS, POINTS = "objects", "points"  # names of the dynamic axes
 # Additive attention bias of an unused memory slot. Finite and within float16 range (unlike
@@ -216,7 +216,7 @@ class MemoryEncoderPart(nn.Module):
 
 
 class MemoryAttentionPart(nn.Module):
-    """``SAM2Model.attend_memory`` on the fixed-capacity layout (see ``layout``)."""
+    """``SAM2Model.attend_memory`` on the fixed-capacity layout (see ``engine.memory_layout``)."""
 
     def __init__(self, model: SAM2Model, capacity: MemoryCapacity) -> None:
         super().__init__()

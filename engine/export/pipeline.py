@@ -14,7 +14,7 @@ import torch
 
 from ..model.sam2 import SAM2Model
 from .cache import ExportedPart, PartKey, part_key, part_path, weights_digest
-from .layout import MemoryCapacity
+from ..memory_layout import MemoryCapacity
 from .parts import OBJECTS, PART_NAMES, POINTS, build_part, half_model, part_specs
 from .steps import (OPSET, RELATIVE, TOLERANCE, check_signature, check_with_onnxruntime,
                     dedupe_initializers, export_onnx, file_sha256)

@@ -17,7 +17,7 @@ from pathlib import Path
 import torch
 
 from ..config import MAX_COND_FRAMES
-from ..export.layout import MemoryCapacity
+from ..memory_layout import MemoryCapacity
 from ..model.sam2 import SAM2Model
 from .base import GraphRuntime, Runtime
 from .checks import InputError, InputSpec

@@ -17,7 +17,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from ..export.layout import MemoryCapacity, pad_to_capacity
+from ..memory_layout import MemoryCapacity, pad_to_capacity
 from ..model.sam2 import (MASK_AS_OUTPUT_BIAS, MASK_AS_OUTPUT_SCALE, DecoderOutput,
                           ImageFeatures, SAM2Model)
 from .checks import InputSpec

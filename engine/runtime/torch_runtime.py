@@ -29,7 +29,7 @@ import torch
 from torch import Tensor
 
 from ..config import MAX_COND_FRAMES
-from ..export.layout import MemoryCapacity, pad_to_capacity
+from ..memory_layout import MemoryCapacity, pad_to_capacity
 from ..model.sam2 import DecoderOutput, ImageFeatures, SAM2Model
 
 

@@ -1,4 +1,5 @@
-"""The fixed-capacity memory layout of the exported memory attention.
+"""The fixed-capacity memory layout of the graph runtimes' memory attention (used by the tracker,
+the runtimes and the exporter).
 
 One exported graph (and one TensorRT engine, one CUDA graph) serves every frame: the memory
 always has the same number of tokens, and a validity mask says which are in use.
@@ -19,7 +20,7 @@ from dataclasses import dataclass
 
 import torch
 
-from ..config import ModelConfig
+from .config import ModelConfig
 
 
 @dataclass(frozen=True)
