@@ -63,27 +63,28 @@ class ModelConfig:
     iou_head_hidden_dim: int = 256
     fpn_top_down_levels: tuple[int, ...] = (2, 3)
     # SAM 2.1 additions: a learned memory embedding for absent objects and temporal position
-    # encodings (signed, projected) on object pointers.
+    # encodings (projected) on object pointers. (2.1's pointer encodings are signed; a stream
+    # only attends to past frames, where signed and unsigned agree.)
     no_obj_embed_spatial: bool = False
     add_tpos_enc_to_obj_ptrs: bool = False
     proj_tpos_enc_in_obj_ptrs: bool = False
-    use_signed_tpos_enc_to_obj_ptrs: bool = False
-    # Behaviour switches set identically by every published config.
+    # Behaviour switches set identically by every published config. Those with one behaviour
+    # in every config are not switches here but what the code does: the no-memory embedding
+    # is added directly (directly_add_no_mem_embed), a mask prompt is the output without the
+    # decoder (use_mask_input_as_output_without_sam), only past pointers are attended to
+    # (only_obj_ptrs_in_the_past_for_eval).
     sigmoid_scale_for_mem_enc: float = 20.0
     sigmoid_bias_for_mem_enc: float = -10.0
-    directly_add_no_mem_embed: bool = True
     multimask_output_in_sam: bool = True
     multimask_output_for_tracking: bool = True
     multimask_min_pt_num: int = 0
     multimask_max_pt_num: int = 1
-    use_mask_input_as_output_without_sam: bool = True
     iou_prediction_use_sigmoid: bool = True
     pred_obj_scores: bool = True
     pred_obj_scores_mlp: bool = True
     fixed_no_obj_ptr: bool = True
     use_multimask_token_for_obj_ptr: bool = True
     use_mlp_for_obj_ptr_proj: bool = True
-    only_obj_ptrs_in_the_past_for_eval: bool = True
     # Mask-decoder extras the official video predictor enables.
     dynamic_multimask_via_stability: bool = True
     dynamic_multimask_stability_delta: float = 0.05
@@ -128,7 +129,7 @@ _LARGE = HieraConfig(144, 2, (2, 6, 36, 4), (23, 33, 43), (8, 4, 16, 8), (7, 7))
 _SIZES = {"tiny": ("t", _TINY), "small": ("s", _SMALL), "base_plus": ("b+", _BASE_PLUS),
           "large": ("l", _LARGE)}
 _V21 = dict(no_obj_embed_spatial=True, add_tpos_enc_to_obj_ptrs=True,
-            proj_tpos_enc_in_obj_ptrs=True, use_signed_tpos_enc_to_obj_ptrs=True)
+            proj_tpos_enc_in_obj_ptrs=True)
 
 
 def _build_table() -> dict[str, ModelConfig]:

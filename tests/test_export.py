@@ -1,7 +1,7 @@
 """ONNX export: every part vs torch in onnxruntime (CPU), the fixed-capacity memory attention
 vs the variable-length one at every fill level, constant dedupe, caching, loud failures.
 
-Tiny model, 128 px, fp32; max |diff| <= 1e-4 (SPEC 8) unless stated otherwise.
+Tiny model, 128 px, fp32; max |diff| <= 1e-4 (the fp32 parity bound) unless stated otherwise.
 """
 from __future__ import annotations
 

@@ -2,7 +2,7 @@
 checked with messages naming the tensor; TensorRT (and onnxruntime CUDA) tested where a GPU
 and the package exist, skipped with the reason elsewhere.
 
-Tiny model, 128 px; onnxruntime vs torch max |diff| <= 1e-4 (SPEC 8).
+Tiny model, 128 px; onnxruntime vs torch max |diff| <= 1e-4 (the fp32 parity bound).
 """
 from __future__ import annotations
 
@@ -201,7 +201,7 @@ def _tracks(results_a, results_b, min_area=0.0):
 
 def test_fp16_graphs_track_like_fp32(model, runtimes, tmp_path_factory):
     """The fp16 export (TensorRT 11's FP16 input) in onnxruntime vs torch fp32 over 8 frames:
-    mask IoU >= 0.98 (SPEC 8's FP16 bound) on masks of at least 1% of the frame, a CPU
+    mask IoU >= 0.98 (the FP16 bound) on masks of at least 1% of the frame, a CPU
     stand-in for the FP16 engines."""
     from engine.synthetic import Scene, click_inside
 
@@ -392,7 +392,7 @@ def test_tensorrt_fp32_matches_torch(model, trt_runtimes):
 
 @needs_trt
 def test_tensorrt_fp16_masks(model, trt_runtimes):
-    """FP16 engine masks vs torch fp32: IoU >= 0.98 (SPEC 8)."""
+    """FP16 engine masks vs torch fp32: IoU >= 0.98."""
     image = torch.randn(1, 3, SIZE, SIZE, device="cuda")
     coords = torch.tensor([[[40.0, 60.0]]], device="cuda")
     labels = torch.ones(1, 1, dtype=torch.int32, device="cuda")

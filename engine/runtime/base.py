@@ -20,7 +20,6 @@ from torch import Tensor
 from ..memory_layout import MemoryCapacity, pad_to_capacity
 from ..model.sam2 import (MASK_AS_OUTPUT_BIAS, MASK_AS_OUTPUT_SCALE, DecoderOutput,
                           ImageFeatures, SAM2Model)
-from .checks import InputSpec
 
 
 @runtime_checkable
@@ -71,10 +70,6 @@ class GraphRuntime:
         self.parts = parts
         self.capacity = capacity
         self.device = device
-
-    def input_specs(self, part: str) -> list[InputSpec]:
-        """What part ``part`` accepts, as its session or engine declares it."""
-        return self.parts[part].inputs
 
     def _run(self, part: str, **feed: Tensor) -> dict[str, Tensor]:
         """Run one part on the inputs it declares: a graph leaves out what its model never
