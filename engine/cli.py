@@ -22,6 +22,8 @@ import statistics
 import sys
 from pathlib import Path
 
+from .backends import BACKENDS, TABLE, describe_precisions
+
 RANDOM_WEIGHTS_WARNING = ("WARNING: no --checkpoint given: RANDOM weights (seed {seed}). The "
                           "masks are NOT meaningful; timings are. Pass --checkpoint "
                           "sam2.1_hiera_tiny.pt (see the README) for Meta's weights.")
@@ -112,7 +114,7 @@ def build_parser() -> argparse.ArgumentParser:
     build = sub.add_parser("build", help="ONNX parts -> TensorRT engines (NVIDIA GPU)",
                            formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     _model_options(build, checkpoint_required=True)
-    build.add_argument("--precision", choices=("fp16", "fp32"), default="fp16")
+    build.add_argument("--precision", choices=TABLE["tensorrt"].precisions, default="fp16")
     build.add_argument("--device", default="cuda")
     build.add_argument("--max-objects", type=int, default=16)
     build.add_argument("--max-points", type=int, default=32)
@@ -136,12 +138,11 @@ def build_parser() -> argparse.ArgumentParser:
     track.add_argument("--out", type=Path, default=None,
                        help="overlay video (default: <video>_overlay.mp4 beside the input)")
     track.add_argument("--max-frames", type=int, default=None)
-    track.add_argument("--backend", choices=("torch", "onnxruntime", "tensorrt"),
-                       default="torch")
+    track.add_argument("--backend", choices=BACKENDS, default="torch")
     track.add_argument("--device", default="cpu")
     track.add_argument("--precision", default=None,
-                       help="torch: fp32 | bf16 (image encoder and memory attention in "
-                            "bfloat16); onnxruntime: fp32 | fp16; tensorrt: fp16 | fp32")
+                       help=f"default first: {describe_precisions()} (torch bf16: image "
+                            "encoder and memory attention in bfloat16)")
     track.add_argument("--threads", type=int, default=None, help="CPU threads (default: torch's)")
     track.add_argument("--seed", type=int, default=0, help="seed of the random weights")
     track.add_argument("--max-cond-frames", type=int, default=4,

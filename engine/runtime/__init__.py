@@ -16,6 +16,7 @@ from pathlib import Path
 
 import torch
 
+from ..backends import BACKENDS, check_backend
 from ..config import MAX_COND_FRAMES
 from ..memory_layout import MemoryCapacity
 from ..model.sam2 import SAM2Model
@@ -23,7 +24,6 @@ from .base import GraphRuntime, Runtime
 from .checks import InputError, InputSpec
 from .torch_runtime import TorchRuntime
 
-BACKENDS = ("torch", "onnxruntime", "tensorrt")
 
 __all__ = ["BACKENDS", "GraphRuntime", "InputError", "InputSpec", "Runtime", "TorchRuntime",
            "default_cache_dir", "load_sam2", "make_runtime"]
@@ -68,8 +68,7 @@ def make_runtime(backend: str, model_or_checkpoint, device="cpu", *,
     the graph backends (default: what a tracker with ``MAX_COND_FRAMES`` prompted frames per
     object can select: 4 + 6 spatial memories, 4 + 15 pointers).
     """
-    if backend not in BACKENDS:
-        raise ValueError(f"unknown backend {backend!r}; choose one of {', '.join(BACKENDS)}")
+    check_backend(backend, opts.get("precision"), device)
     model = load_sam2(model_or_checkpoint, model_name, image_size)
     capacity = capacity or MemoryCapacity.for_bank(model.cfg, MAX_COND_FRAMES)
     cache_dir = Path(cache_dir) if cache_dir is not None else default_cache_dir()

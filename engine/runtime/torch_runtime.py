@@ -28,6 +28,7 @@ import copy
 import torch
 from torch import Tensor
 
+from ..backends import TABLE
 from ..config import MAX_COND_FRAMES
 from ..memory_layout import MemoryCapacity, pad_to_capacity
 from ..model.sam2 import DecoderOutput, ImageFeatures, SAM2Model
@@ -43,7 +44,7 @@ class TorchRuntime:
 
     name = "torch"
 
-    PRECISIONS = ("fp32", "bf16")
+    PRECISIONS = TABLE["torch"].precisions
 
     def __init__(self, model: SAM2Model, device=None, compile: bool = False,
                  capacity: MemoryCapacity | None = None, precision: str = "fp32") -> None:
