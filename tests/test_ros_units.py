@@ -297,11 +297,56 @@ def test_worker_survives_a_failing_frame_and_times_out_jobs():
         assert worker.run_job(lambda: 1, timeout=5) == 1
         worker.offer("slow")
         time.sleep(0.1)
-        with pytest.raises(TimeoutError, match="did not answer within 0.2 s"):
-            worker.run_job(lambda: 2, timeout=0.2)
+        ran = []
+        with pytest.raises(TimeoutError, match="did not start the request within 0.2 s; it was "
+                                               "cancelled and nothing changed"):
+            worker.run_job(lambda: ran.append(2), timeout=0.2)
         gate.set()
         assert worker.run_job(lambda: 3, timeout=5) == 3
+        assert ran == []  # the timed-out job never ran
         assert [str(e) for e in errors] == ["bad frame"]
+    finally:
+        worker.stop()
+
+
+def test_a_job_that_has_started_is_never_reported_cancelled():
+    """A timeout only cancels a job that has not started; one that is running when the time is
+    up is waited for and its real outcome returned (never 'refused' for something done)."""
+    started, applied = threading.Event(), []
+
+    def slow_job():
+        started.set()
+        time.sleep(0.4)
+        applied.append("done")
+        return "applied"
+
+    worker = LatestFrameWorker(lambda item: None, on_error=lambda e: None).start()
+    try:
+        assert worker.run_job(slow_job, timeout=0.1) == "applied"
+        assert applied == ["done"]
+        started.clear()
+        job = worker.submit(slow_job)
+        assert started.wait(5)
+        assert not job.cancel() and job.finished.wait(5) and job.result == "applied"
+    finally:
+        assert worker.stop()
+    with pytest.raises(RuntimeError, match="shutting down"):
+        worker.submit(lambda: None)
+
+
+def test_worker_queue_is_bounded_and_says_so():
+    gate = threading.Event()
+    worker = LatestFrameWorker(lambda item: None, on_error=lambda e: None, max_jobs=2).start()
+    try:
+        worker.submit(lambda: gate.wait(5))
+        end = time.monotonic() + 5
+        while worker.pending_jobs() and time.monotonic() < end:  # the first one is running
+            time.sleep(0.01)
+        queued = [worker.submit(lambda: None) for _ in range(2)]
+        with pytest.raises(OverflowError, match=r"2 requests are already waiting for the tracker \(at most 2\)"):
+            worker.submit(lambda: None)
+        gate.set()
+        assert all(j.finished.wait(5) and j.error is None for j in queued)
     finally:
         worker.stop()
 
