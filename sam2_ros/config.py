@@ -116,8 +116,8 @@ class NodeConfig:
                                       "when it ends", _float_in(0.0, 600.0, lo_open=True),
                                       live=True)
     max_pending_requests: int = _param(128, "service requests that may wait at once (queued "
-                                       "for the tracker or for their frame); more are refused "
-                                       "at once as busy; also the services' QoS depth",
+                                       "for the tracker or for their frame); more are answered "
+                                       "'busy' at once and counted in /diagnostics",
                                        _int_in(1, 10000))
     # Input and output.
     input_transport: str = _param("raw", "'raw' subscribes to image, 'compressed' to "

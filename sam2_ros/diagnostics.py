@@ -28,6 +28,7 @@ class FrameStats:
         self.requests_refused_busy = 0  # service requests refused: too many already waiting
         self.requests_late = 0  # service requests answered after service_timeout_s
         self.last_error = ""
+        self.last_rejected = ""  # why the latest rejected frame was refused (the log is throttled)
         self._errors_reported = 0  # worker_errors at the previous snapshot
         self._last_frame_failed = False
 
@@ -43,9 +44,10 @@ class FrameStats:
             self._done_at.append(time.monotonic())
             self._last_frame_failed = False
 
-    def on_rejected(self) -> None:
+    def on_rejected(self, reason: str = "") -> None:
         with self._lock:
             self.rejected += 1
+            self.last_rejected = reason[:300]
 
     def on_lost(self, count: int) -> None:
         with self._lock:
@@ -83,13 +85,13 @@ class FrameStats:
             # failing: frames failed since the previous snapshot, or the latest one did
             failing = self._last_frame_failed or self.worker_errors > self._errors_reported
             self._errors_reported = self.worker_errors
-            last_error = self.last_error
+            last_error, last_rejected = self.last_error, self.last_rejected
         rate = 0.0
         if len(done) >= 2 and time.monotonic() - done[-1] < 2.0:
             rate = (len(done) - 1) / max(done[-1] - done[0], 1e-6)
         return dict(counts, rate_hz=rate, latency_p50_ms=float(np.percentile(lat, 50)),
                     latency_p99_ms=float(np.percentile(lat, 99)), failing=failing,
-                    last_error=last_error)
+                    last_error=last_error, last_rejected=last_rejected)
 
 
 def diagnostic_array(stamp, name: str, hardware_id: str, stats: dict, extra: dict[str, str],
@@ -129,6 +131,7 @@ def diagnostic_array(stamp, name: str, hardware_id: str, stats: dict, extra: dic
         "requests_refused_busy": str(int(stats.get("requests_refused_busy", 0))),
         "requests_answered_late": str(int(stats.get("requests_late", 0))),
         "last_error": str(stats.get("last_error", "")),
+        "last_rejected": str(stats.get("last_rejected", "")),
         "state": state,
         **extra,
     }

@@ -64,11 +64,11 @@ def _qos(kind: str, depth: int) -> QoSProfile:
     return QoSProfile(depth=depth, reliability=ReliabilityPolicy.RELIABLE)
 
 
-def _service_qos(depth: int) -> QoSProfile:
-    """Reliable, with room for a burst of requests: the executor takes them as fast as they
-    come (no request blocks it) and the node refuses beyond max_pending_requests, answering."""
-    return QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=depth,
-                      reliability=ReliabilityPolicy.RELIABLE)
+# The services' QoS: reliable, every request kept until the executor takes it (KEEP_ALL; the
+# default depth of 10 dropped the rest of a burst unseen). The executor takes requests as fast
+# as they come (none blocks it) and answers "busy" beyond max_pending_requests: an overflow is
+# an answer and a count in /diagnostics, never a silent loss.
+SERVICE_QOS = QoSProfile(history=HistoryPolicy.KEEP_ALL, reliability=ReliabilityPolicy.RELIABLE)
 
 
 def _answers_errors(handler):
@@ -153,7 +153,7 @@ class Sam2Node(LifecycleNode):
             "tracks": self.create_lifecycle_publisher(Tracks, "~/tracks", out),
             "overlay": self.create_lifecycle_publisher(Image, "~/overlay", out),
         }
-        srv_qos, group = _service_qos(cfg.max_pending_requests), self._wait_group
+        srv_qos, group = SERVICE_QOS, self._wait_group
         self._srvs = [
             self.create_service(AddPrompt, "~/add_prompt", self._on_add_prompt,
                                 qos_profile=srv_qos, callback_group=group),
@@ -292,7 +292,7 @@ class Sam2Node(LifecycleNode):
         if held is None:
             return
         if held:
-            text += f" [{held} more like this in the last {self._throttle.period_s:g} s]"
+            text += f" [and {held} more like this since the previous such line]"
         log = self.get_logger()  # rclpy wants one severity per call site: one line each
         if level == "error":
             log.error(text)

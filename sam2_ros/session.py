@@ -126,7 +126,7 @@ class TrackingSession:
         try:
             frame.rgb = self._decode(frame.msg) if frame.rgb is None else frame.rgb
         except InputError as err:
-            self.stats.on_rejected()
+            self.stats.on_rejected(str(err))
             self._warn(f"frame {stamp_text(frame.stamp_ns)} rejected: {err}", err.kind)
             return
         results = list(self.engine.tracker.track(frame.rgb).objects.values())

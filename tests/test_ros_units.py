@@ -343,7 +343,8 @@ def test_worker_queue_is_bounded_and_says_so():
         while worker.pending_jobs() and time.monotonic() < end:  # the first one is running
             time.sleep(0.01)
         queued = [worker.submit(lambda: None) for _ in range(2)]
-        with pytest.raises(OverflowError, match=r"2 requests are already waiting for the tracker \(at most 2\)"):
+        with pytest.raises(OverflowError,
+                           match=r"2 requests are already waiting for the tracker \(at most 2\)"):
             worker.submit(lambda: None)
         gate.set()
         assert all(j.finished.wait(5) and j.error is None for j in queued)
