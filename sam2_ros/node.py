@@ -166,7 +166,7 @@ class Sam2Node(LifecycleNode):
 
         def decode(msg):
             return raw(msg, cfg.max_image_side)
-        self._stats = FrameStats()
+        self._stats, self._seq = FrameStats(), 0  # a new session counts from its first frame
         self._largest_frame = 0
         self._session = TrackingSession(engine, cfg, decode, self._publish, self._stats,
                                         self._warn_input)
