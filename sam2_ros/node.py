@@ -106,7 +106,6 @@ class Sam2Node(LifecycleNode):
         self._banner = ""  # on ~/overlay: set at configure (random weights say so)
         self._sub = None
         self._pubs: dict[str, Any] = {}
-        self._srvs: list[Any] = []
         self._seq = 0
         self._waiters: list[tuple[int, Future]] = []  # prompts waiting for their frame
         self._waiters_lock = threading.Lock()
@@ -126,6 +125,17 @@ class Sam2Node(LifecycleNode):
         self._shm_bytes = shm_segment_bytes()
         self._largest_frame = 0
         self._diag_pub = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
+        # The services live as long as the node: a request waiting when the node is cleaned
+        # up is answered ("not configured"), and one sent while unconfigured is told so.
+        srv_qos, group = SERVICE_QOS, self._wait_group
+        self._srvs = [
+            self.create_service(AddPrompt, "~/add_prompt", self._on_add_prompt,
+                                qos_profile=srv_qos, callback_group=group),
+            self.create_service(RemoveObject, "~/remove_object", self._on_remove_object,
+                                qos_profile=srv_qos, callback_group=group),
+            self.create_service(Trigger, "~/reset", self._on_reset, qos_profile=srv_qos,
+                                callback_group=group),
+        ]
         period = self.get_parameter("diagnostics_period_s").value
         self._diag_timer = self.create_timer(period if isinstance(period, float) and period > 0
                                              else 1.0, self._on_diagnostics)
@@ -134,6 +144,8 @@ class Sam2Node(LifecycleNode):
     def on_configure(self, state: LifecycleState) -> TransitionCallbackReturn:
         try:
             cfg = NodeConfig.from_values({n: self.get_parameter(n).value for n in PARAMETERS})
+            self.get_logger().info(f"configuring: loading {cfg.model} ({cfg.backend}, "
+                                   f"{cfg.device})")
             engine = build_engine(cfg)
         except (ValueError, BackendError) as err:
             self.get_logger().error(f"configure failed: {err}")
@@ -153,15 +165,6 @@ class Sam2Node(LifecycleNode):
             "tracks": self.create_lifecycle_publisher(Tracks, "~/tracks", out),
             "overlay": self.create_lifecycle_publisher(Image, "~/overlay", out),
         }
-        srv_qos, group = SERVICE_QOS, self._wait_group
-        self._srvs = [
-            self.create_service(AddPrompt, "~/add_prompt", self._on_add_prompt,
-                                qos_profile=srv_qos, callback_group=group),
-            self.create_service(RemoveObject, "~/remove_object", self._on_remove_object,
-                                qos_profile=srv_qos, callback_group=group),
-            self.create_service(Trigger, "~/reset", self._on_reset, qos_profile=srv_qos,
-                                callback_group=group),
-        ]
         raw = compressed_to_rgb if cfg.input_transport == "compressed" else image_to_rgb
 
         def decode(msg):
@@ -230,19 +233,20 @@ class Sam2Node(LifecycleNode):
 
     def release(self, wait_s: float = 10.0) -> bool:
         """Unsubscribe, stop the worker (waiting up to ``wait_s`` for a running inference),
-        drop the model, publishers and services. False if the worker is still running."""
+        drop the model and the publishers. False if the worker is still running."""
         self._unsubscribe()
         stopped = self._worker.stop(wait_s) if self._worker is not None else True
-        for srv in self._srvs:
-            self.destroy_service(srv)
         if stopped:  # a worker still running may publish: its publishers stay until exit
             for pub in self._pubs.values():
                 self.destroy_lifecycle_publisher(pub)
             self._pubs = {}
-        self._srvs = []
         self._worker = self._session = None
         self._fail_waiters()
         return stopped
+
+    def worker_busy_s(self) -> float:
+        """Seconds the worker's current frame or request has been running (0 when idle)."""
+        return self._worker.busy_s() if self._worker is not None else 0.0
 
     def close(self) -> bool:
         """Shutdown by signal: nothing is published from now on; the worker is stopped before
@@ -361,7 +365,8 @@ class Sam2Node(LifecycleNode):
                  "input": self._sub.topic_name if self._sub else "",
                  "largest_frame_bytes": str(self._largest_frame),
                  "shm_segment_bytes": str(self._shm_bytes or 0),
-                 "pending_requests": str(self._worker.pending_jobs() if self._worker else 0)}
+                 "pending_requests": str(self._worker.pending_jobs() if self._worker else 0),
+                 "worker_busy_s": f"{self._worker.busy_s() if self._worker else 0.0:.2f}"}
         if s is not None:
             extra.update(backend=s.engine.backend, model=cfg.model,
                          image_size=str(cfg.model_image_size), weights=s.engine.weights)
@@ -573,6 +578,10 @@ def main(args: list[str] | None = None) -> None:
     except (KeyboardInterrupt, ExternalShutdownException):
         pass
     finally:
+        busy = node.worker_busy_s()
+        if busy:
+            node.get_logger().info(f"shutting down: waiting at most {SHUTDOWN_BUDGET_S:g} s for "
+                                   f"the running inference ({busy:.1f} s so far)")
         finished = node.close()
         if not finished:
             node.get_logger().warning(f"exiting with an inference still running after "

@@ -8,6 +8,7 @@ the end; ``Job.cancel`` says which, so a caller that gives up waiting can tell t
 from __future__ import annotations
 
 import threading
+import time
 from collections import deque
 from typing import Any, Callable
 
@@ -82,6 +83,7 @@ class LatestFrameWorker:
         self._jobs: deque[Job] = deque()
         self.max_jobs = max_jobs
         self._stop = False
+        self._busy_since: float | None = None  # time.monotonic() the running item started
         self._thread = threading.Thread(target=self._run, name=name, daemon=True)
 
     def start(self) -> "LatestFrameWorker":
@@ -113,6 +115,11 @@ class LatestFrameWorker:
     def clear(self) -> None:
         with self._cv:
             self._newest = None
+
+    def busy_s(self) -> float:
+        """Seconds the running frame or job has been running (0 when idle)."""
+        since = self._busy_since
+        return time.monotonic() - since if since is not None else 0.0
 
     def pending_jobs(self) -> int:
         with self._cv:
@@ -155,6 +162,7 @@ class LatestFrameWorker:
                     break
                 job = self._jobs.popleft() if self._jobs else None
                 item, self._newest = (None, self._newest) if job else (self._newest, None)
+            self._busy_since = time.monotonic()
             if job is not None:
                 job.run()
             else:
@@ -162,6 +170,7 @@ class LatestFrameWorker:
                     self._process(item)
                 except Exception as err:  # a bad frame must not end the thread
                     self._on_error(err)
+            self._busy_since = None
         for job in jobs:
             if job.cancel():
                 job._finish(ShuttingDown("the tracker is shutting down; the request was "

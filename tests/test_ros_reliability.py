@@ -27,7 +27,7 @@ from sam2_ros_interfaces.srv import AddPrompt
 
 W, H = 128, 96
 PARAMS = {"model": "sam2.1_hiera_tiny", "image_size": 128, "max_objects": 3,
-          "prompt_window_s": 1.0, "prompt_wait_s": 2.0, "diagnostics_period_s": 0.5,
+          "prompt_window_s": 3.0, "prompt_wait_s": 2.0, "diagnostics_period_s": 0.5,
           "qos_depth": 5, "autostart": True}
 
 
@@ -282,13 +282,26 @@ def test_diagnostics_show_frame_sizes_segment_and_losses(ros, scene_frames):
 
 
 # -------------------------------------- diagnostics while inactive; compressed input; busy
-def test_diagnostics_are_published_while_inactive(ros):
+def test_diagnostics_while_inactive_and_a_waiting_prompt_through_cleanup(ros, node):
+    """/diagnostics goes on while inactive and unconfigured (with the state); a prompt still
+    waiting for its frame when the node is cleaned up is answered, and the node lives on."""
+    assert ros.set_parameters(prompt_wait_s=10.0)[0].successful
+    cli = ros.client(AddPrompt, "add_prompt")
+    waiting = cli.call_async(prompt_request(1, [(5.0, 5.0)], [1], ros.next_stamp() + 10**10))
+    ros.spin_for(0.3)
+    assert not waiting.done()
     assert ros.change_state("deactivate")
     status = diagnostics_status(ros)
     assert values(status)["state"] == "inactive"
     assert status.level == DiagnosticStatus.WARN and "inactive" in status.message
     assert ros.change_state("cleanup")
     assert values(diagnostics_status(ros))["state"] == "unconfigured"
+    assert ros.wait_for(waiting.done, 5.0)
+    r = waiting.result()
+    assert not r.success and "not configured" in r.message, r.message
+    r = ros.add_prompt(1, [(5.0, 5.0)], [1])
+    assert not r.success and "node is not configured" in r.message, r.message
+    assert ros.set_parameters(prompt_wait_s=PARAMS["prompt_wait_s"])[0].successful
 
 
 def png_bomb(width: int, height: int) -> bytes:
@@ -357,3 +370,82 @@ def test_compressed_bombs_refused_before_decoding_and_overflow_answered(ros, nod
     assert "request refused:" in node.log()
     assert ros.reset().success
 
+
+
+# ------------------------------------------------ diagnostics: failures inside the worker
+def test_frames_failing_inside_the_tracker_make_diagnostics_error():
+    """A model that raises on every frame: /diagnostics turns ERROR with the error and counts
+    the failures; once frames succeed again it is no longer ERROR. (The node in this process,
+    its tracker made to fail; a real rclpy subscriber reads /diagnostics.)"""
+    import os
+    import uuid
+
+    import rclpy
+    from diagnostic_msgs.msg import DiagnosticArray
+    from rclpy.executors import SingleThreadedExecutor
+    from rclpy.lifecycle import TransitionCallbackReturn
+    from rclpy.parameter import Parameter
+    from rclpy.qos import qos_profile_sensor_data
+
+    from ros_helpers import ros_env, unique_domain_id
+    from sam2_ros.node import Sam2Node
+
+    domain = unique_domain_id()
+    os.environ.update({k: v for k, v in ros_env(domain).items() if k.startswith(("ROS_", "FAST"))})
+    ctx = rclpy.Context()
+    rclpy.init(context=ctx, domain_id=domain)
+    namespace = f"/t{uuid.uuid4().hex[:10]}"
+    node = Sam2Node(context=ctx, namespace=namespace, parameter_overrides=[
+        Parameter("model", value="sam2.1_hiera_tiny"), Parameter("image_size", value=128),
+        Parameter("num_threads", value=1), Parameter("diagnostics_period_s", value=0.2)])
+    probe = rclpy.create_node("probe", namespace=namespace, context=ctx)
+    executor = SingleThreadedExecutor(context=ctx)
+    executor.add_node(node)
+    executor.add_node(probe)
+    statuses: list = []
+    sub = probe.create_subscription(DiagnosticArray, "/diagnostics", lambda m: statuses.extend(
+        s for s in m.status if s.hardware_id == node.get_fully_qualified_name()), 10)
+    pub = probe.create_publisher(Image, f"{namespace}/image", qos_profile_sensor_data)
+    try:
+        ok = TransitionCallbackReturn.SUCCESS
+        assert node.trigger_configure() == ok and node.trigger_activate() == ok
+        tracker = node._session.engine.tracker
+        real_track = tracker.track
+
+        def broken(frame):
+            raise RuntimeError("model exploded")
+        tracker.track = broken
+
+        def spin_until(pred, timeout=20.0):
+            end, k = time.monotonic() + timeout, 0
+            while time.monotonic() < end:
+                msg = fill_image(Image(), np.zeros((H, W, 3), np.uint8), "rgb8")
+                msg.header.stamp.sec = k = k + 1
+                pub.publish(msg)
+                for _ in range(5):
+                    executor.spin_once(timeout_sec=0.02)
+                if pred():
+                    return True
+            return False
+
+        def latest():
+            return statuses[-1] if statuses else None
+        assert spin_until(lambda: latest() is not None and
+                          latest().level == DiagnosticStatus.ERROR)
+        status = latest()
+        assert "model exploded" in status.message, status.message
+        assert int(values(status)["worker_errors"]) >= 1
+        assert "model exploded" in values(status)["last_error"]
+        tracker.track = real_track
+        statuses.clear()
+        assert spin_until(lambda: latest() is not None and
+                          latest().level != DiagnosticStatus.ERROR and
+                          int(values(latest())["frames_processed"]) > 0)
+    finally:
+        probe.destroy_subscription(sub)
+        probe.destroy_publisher(pub)
+        node.close()
+        executor.shutdown()
+        probe.destroy_node()
+        node.destroy_node()
+        rclpy.try_shutdown(context=ctx)
