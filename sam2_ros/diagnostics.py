@@ -28,6 +28,7 @@ class FrameStats:
         self.requests_refused_busy = 0  # service requests refused: too many already waiting
         self.requests_late = 0  # service requests answered after service_timeout_s
         self.last_error = ""
+        self.configure_error = ""
         self.last_rejected = ""  # why the latest rejected frame was refused (the log is throttled)
         self._errors_reported = 0  # worker_errors at the previous snapshot
         self._last_frame_failed = False
@@ -60,9 +61,15 @@ class FrameStats:
             self._last_frame_failed = True
 
     def on_error(self, text: str) -> None:
-        """An error outside frame processing (configure failed, a request crashed)."""
+        """An error outside frame processing (a request crashed)."""
         with self._lock:
             self.last_error = text
+
+    def on_configure_failed(self, text: str) -> None:
+        """Configure failed: the node cannot track until a configure succeeds (which starts
+        new stats)."""
+        with self._lock:
+            self.last_error = self.configure_error = text
 
     def on_busy(self) -> None:
         with self._lock:
@@ -86,12 +93,14 @@ class FrameStats:
             failing = self._last_frame_failed or self.worker_errors > self._errors_reported
             self._errors_reported = self.worker_errors
             last_error, last_rejected = self.last_error, self.last_rejected
+            configure_error = self.configure_error
         rate = 0.0
         if len(done) >= 2 and time.monotonic() - done[-1] < 2.0:
             rate = (len(done) - 1) / max(done[-1] - done[0], 1e-6)
         return dict(counts, rate_hz=rate, latency_p50_ms=float(np.percentile(lat, 50)),
                     latency_p99_ms=float(np.percentile(lat, 99)), failing=failing,
-                    last_error=last_error, last_rejected=last_rejected)
+                    last_error=last_error, last_rejected=last_rejected,
+                    configure_error=configure_error)
 
 
 def diagnostic_array(stamp, name: str, hardware_id: str, stats: dict, extra: dict[str, str],
@@ -104,9 +113,9 @@ def diagnostic_array(stamp, name: str, hardware_id: str, stats: dict, extra: dic
         status.message = (f"tracking failed on {int(stats['worker_errors'])} frame(s): "
                           f"{stats['last_error']}")
     elif state != "active":
-        status.level = DiagnosticStatus.ERROR if stats.get("last_error") else DiagnosticStatus.WARN
-        status.message = f"node is {state}: not tracking" + (
-            f" (last error: {stats['last_error']})" if stats.get("last_error") else "")
+        failed = stats.get("configure_error")
+        status.level = DiagnosticStatus.ERROR if failed else DiagnosticStatus.WARN
+        status.message = f"node is {state}: not tracking" + (f" ({failed})" if failed else "")
     elif stats["processed"] == 0 or stats["rate_hz"] == 0.0:
         status.level, status.message = DiagnosticStatus.WARN, "no frames processed recently"
     elif stats["rejected"]:

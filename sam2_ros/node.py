@@ -149,11 +149,11 @@ class Sam2Node(LifecycleNode):
             engine = build_engine(cfg)
         except (ValueError, BackendError) as err:
             self.get_logger().error(f"configure failed: {err}")
-            self._stats.on_error(f"configure failed: {err}")
+            self._stats.on_configure_failed(f"configure failed: {err}")
             return FAILURE
         except Exception as err:  # an engine bug: say so, stay alive
             self.get_logger().error(f"configure failed: {err!r}\n{traceback.format_exc()}")
-            self._stats.on_error(f"configure failed: {err!r}")
+            self._stats.on_configure_failed(f"configure failed: {err!r}")
             return FAILURE
         self.cfg = cfg
         log = self.get_logger()

@@ -7,7 +7,10 @@ answer and checks its objects against what the answers said (an answer that matc
 state); with no answer pending, every ~/tracks message must hold exactly the objects the answers
 left (none lost, none appearing). The node's RSS is sampled throughout.
 
-    .venv/bin/python tests/hostile_mix.py --minutes 10 --out engine/benchmarks/results/hostile_mix.md
+    .venv/bin/python tests/hostile_mix.py --minutes 10 \
+        --out engine/benchmarks/results/hostile_mix.md
+
+Ctrl-C ends the run early and still reports.
 
 Lives in tests/ because it drives ROS (engine/ never imports rclpy).
 """
@@ -271,7 +274,8 @@ class Mix:
             self.active = step in ("activate",)
             if step == "cleanup":
                 self.expected.clear()
-        self.cases["lifecycle: cleanup+configure" if full else "lifecycle: deactivate+activate"] += 1
+        self.cases["lifecycle: cleanup+configure" if full
+                   else "lifecycle: deactivate+activate"] += 1
         self.ros.wait_subscribers(20.0)
         self.pending, self.valid_from = False, self.stamp
         self.settle("after " + "/".join(steps))
@@ -288,6 +292,9 @@ def main() -> int:
     params = {"autostart": True, "num_threads": 1, "diagnostics_period_s": 1.0}
     started = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
     with NodeProcess(params) as node, RosHarness(node) as ros:
+        from rclpy.signals import uninstall_signal_handlers
+
+        uninstall_signal_handlers()  # Ctrl-C ends the mix, not the ROS context
         ros.subscribe("tracks", "diagnostics")
         assert ros.wait_subscribers(60.0), node.log()
         mix = Mix(ros, node, args.seed)
@@ -301,14 +308,17 @@ def main() -> int:
         rss = [(0.0, node.rss_mb())]
         start = time.monotonic()
         last_sample = start
-        while (elapsed := time.monotonic() - start) < args.minutes * 60:
-            actions[mix.rng.choice(len(actions), p=weights)][0]()
-            mix.run_for(float(mix.rng.uniform(0.05, 0.4)))
-            if time.monotonic() - last_sample >= 5.0:
-                last_sample = time.monotonic()
-                rss.append((elapsed, node.rss_mb()))
-                if not node.alive():
-                    break
+        try:
+            while (elapsed := time.monotonic() - start) < args.minutes * 60:
+                actions[mix.rng.choice(len(actions), p=weights)][0]()
+                mix.run_for(float(mix.rng.uniform(0.05, 0.4)))
+                if time.monotonic() - last_sample >= 5.0:
+                    last_sample = time.monotonic()
+                    rss.append((elapsed, node.rss_mb()))
+                    if not node.alive():
+                        break
+        except KeyboardInterrupt:
+            args.minutes = (time.monotonic() - start) / 60
         mix.run_for(2.0)
         rss.append((time.monotonic() - start, node.rss_mb()))
         alive = node.alive()

@@ -281,6 +281,32 @@ def test_diagnostics_show_frame_sizes_segment_and_losses(ros, scene_frames):
     assert v["state"] == "active"
 
 
+def test_frames_larger_than_the_shared_memory_segment_losses_are_counted():
+    """Best-effort frames of 36 MiB, larger than the 32 MiB segment of the shipped profile,
+    go by UDP and some are lost: the node warns, and counts what the middleware reports lost;
+    what it received and what it counted lost never exceed what was sent. (A node of its
+    own, with a short prompt window: it keeps few such frames.)"""
+    params = {"model": "sam2.1_hiera_tiny", "image_size": 128, "autostart": True,
+              "prompt_window_s": 0.2, "max_window_frames": 2, "diagnostics_period_s": 0.5}
+    big = fill_image(Image(), np.zeros((3072, 4096, 3), np.uint8), "rgb8")  # 36 MiB
+    with NodeProcess(params) as node, RosHarness(node) as ros:
+        ros.subscribe("diagnostics")
+        assert ros.wait_subscribers(30.0), node.log()
+        sent, start = 40, time.monotonic()
+        for k in range(sent):  # at 30 Hz
+            big.header.stamp.sec, big.header.stamp.nanosec = divmod(ros.next_stamp(), 10**9)
+            ros.publish_raw(big)
+            ros.wait_for(lambda: time.monotonic() > start + (k + 1) / 30, 1.0)
+        assert ros.wait_for(lambda: "lost in transport" in node.log(), 10.0), node.log()[-2000:]
+        assert "more than half the Fast DDS shared-memory segment (32 MiB" in node.log()
+        ros.spin_for(1.0)
+        v = ros.diagnostics(fresh=True)
+        received, lost = int(v["frames_received"]), int(v["frames_lost_in_transport"])
+        assert lost > 0 and received + lost <= sent, v
+        assert int(v["largest_frame_bytes"]) == len(big.data)
+        assert node.alive(), node.log()[-3000:]
+
+
 # -------------------------------------- diagnostics while inactive; compressed input; busy
 def test_diagnostics_while_inactive_and_a_waiting_prompt_through_cleanup(ros, node):
     """/diagnostics goes on while inactive and unconfigured (with the state); a prompt still
