@@ -162,7 +162,7 @@ def compressed_to_rgb(msg, max_side: int = MAX_SIDE) -> np.ndarray:
     if img is None:
         raise InputError(f"corrupt compressed image ({kind}, {len(buf)} bytes): cannot be "
                          "decoded", "corrupt")
-    if img.shape[:2] != (h, w):
+    if img.shape[:2] not in ((h, w), (w, h)):  # (w, h): a JPEG turned by its EXIF orientation
         raise InputError(f"corrupt compressed image ({kind}): decoded to {img.shape[1]}x"
                          f"{img.shape[0]}, its header says {w}x{h}", "corrupt")
     return cv2.cvtColor(img, cv2.COLOR_BGR2RGB)

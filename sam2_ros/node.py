@@ -388,7 +388,11 @@ class Sam2Node(LifecycleNode):
 
         def done(job) -> None:  # worker thread
             self._finished.append((job, future))
-            self._job_done.trigger()
+            if not self._closing:  # after shutdown the guard condition may be gone
+                try:
+                    self._job_done.trigger()
+                except Exception:  # noqa: BLE001 - destroyed under a late job: nothing to wake
+                    pass
         try:
             job = worker.submit(fn, on_done=done)
         except ShuttingDown as err:

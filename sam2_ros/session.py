@@ -181,8 +181,9 @@ class TrackingSession:
         Frames are ordered by arrival (``seq``), never by stamp."""
         cur = self.current
         found = self.window.find(stamp_ns, asked_at) if stamp_ns else None
-        if found is not None and found is cur:
-            return cur, ""
+        if cur is not None and (found is cur or (found is None and stamp_ns and
+                                                 cur.stamp_ns == stamp_ns)):
+            return cur, ""  # the frame the tracker is on (however long ago it came)
         if found is not None and cur is not None and found.seq < cur.seq:
             if found.rgb is None:  # received but skipped: decode it for the replay
                 found.rgb = self._decode(found.msg)

@@ -20,6 +20,7 @@ import argparse
 import collections
 import os
 import platform
+import signal
 import sys
 import time
 from pathlib import Path
@@ -292,9 +293,7 @@ def main() -> int:
     params = {"autostart": True, "num_threads": 1, "diagnostics_period_s": 1.0}
     started = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
     with NodeProcess(params) as node, RosHarness(node) as ros:
-        from rclpy.signals import uninstall_signal_handlers
-
-        uninstall_signal_handlers()  # Ctrl-C ends the mix, not the ROS context
+        signal.signal(signal.SIGINT, signal.default_int_handler)  # Ctrl-C ends the mix only
         ros.subscribe("tracks", "diagnostics")
         assert ros.wait_subscribers(60.0), node.log()
         mix = Mix(ros, node, args.seed)
@@ -319,9 +318,10 @@ def main() -> int:
                         break
         except KeyboardInterrupt:
             args.minutes = (time.monotonic() - start) / 60
-        mix.run_for(2.0)
-        rss.append((time.monotonic() - start, node.rss_mb()))
         alive = node.alive()
+        if alive:
+            mix.run_for(2.0)
+            rss.append((time.monotonic() - start, node.rss_mb()))
         diag = ros.diagnostics(fresh=True) if alive else {}
         log = node.log()
     warm = [r for t, r in rss if t >= args.warmup_s] or [rss[-1][1]]
