@@ -375,14 +375,14 @@ class Sam2Node(LifecycleNode):
             self.get_fully_qualified_name(), self._stats.snapshot(), extra, self._state))
 
     # ----------------------------------------------------------------- services
-    async def _call_worker(self, fn) -> tuple[Any, str | None]:
+    async def _call_worker(self, fn) -> tuple[Any, str | None, str]:
         """Run ``fn`` on the worker without blocking the executor; (result, None) or (None,
-        the reason it failed). A request the worker has not started within
+        the reason it failed, and its kind: for the log's throttle). A request the worker has not started within
         service_timeout_s is cancelled: it never runs, and the reason says nothing changed.
         One already running is waited for, and its real outcome answered."""
         worker, cfg = self._worker, self.cfg
         if worker is None:
-            return None, "node is not configured"
+            return None, "node is not configured", "unconfigured"
         future = Future()
         asked = time.monotonic()
 
@@ -396,11 +396,11 @@ class Sam2Node(LifecycleNode):
         try:
             job = worker.submit(fn, on_done=done)
         except ShuttingDown as err:
-            return None, str(err)
+            return None, str(err), "shutdown"
         except OverflowError as err:
             self._stats.on_busy()
             self._log_throttled("warning", "busy", f"request refused: {err}")
-            return None, f"busy: {err}"
+            return None, f"busy: {err}", "busy"
         timeout = cfg.service_timeout_s
         timer = None
 
@@ -414,21 +414,22 @@ class Sam2Node(LifecycleNode):
         finally:
             self.destroy_timer(timer)
         if job.state == CANCELLED:
+            if isinstance(job.error, ShuttingDown):
+                return None, str(job.error), "shutdown"
             return None, (f"the tracker did not start the request within service_timeout_s "
-                          f"({timeout:g} s); it was cancelled and nothing changed"
-                          if not isinstance(job.error, ShuttingDown) else str(job.error))
+                          f"({timeout:g} s); it was cancelled and nothing changed"), "timeout"
         if time.monotonic() - asked > timeout:
             self._stats.on_late()
         err = job.error
         if err is None:
-            return job.result, None
+            return job.result, None, ""
         if isinstance(err, (ValueError, KeyError, RuntimeError)):
-            return None, _reason(err)
+            return None, _reason(err), getattr(err, "kind", type(err).__name__)
         # an engine bug: answer, log, keep running
         self._stats.on_error(f"request failed: {err!r}"[:300])
         self.get_logger().error(f"request failed: {err!r}\n"
                                 f"{''.join(traceback.format_exception(err))}")
-        return None, f"internal error: {err!r}"
+        return None, f"internal error: {err!r}", "internal"
 
     def _on_jobs_done(self) -> None:
         """Executor thread, woken by the worker: complete the futures of finished jobs."""
@@ -487,27 +488,28 @@ class Sam2Node(LifecycleNode):
     async def _on_add_prompt(self, req: AddPrompt.Request, resp: AddPrompt.Response):
         asked = time.monotonic()
         resp.object_id = req.object_id
-        out, err = None, None
+        out, err, kind = None, None, ""
         try:
             check_prompt_size(req)  # before anything waits or is queued
         except InputError as e:
-            err = str(e)
+            err, kind = str(e), e.kind
         stamp_ns = req.frame_stamp.sec * 10**9 + req.frame_stamp.nanosec
         if err is None and (arrival := self._frame_arrival(stamp_ns)) is not None:
             # The request overtook the frame it was made on: the executor keeps receiving
             # frames while this callback waits for that one (or prompt_wait_s runs out).
             if arrival is False:
+                kind = "busy"
                 err = (f"busy: {self.cfg.max_pending_requests} prompts are already waiting for "
                        "their frame; try again later")
             else:
                 await arrival
         if err is None:
             session = self._session
-            out, err = await self._call_worker(
+            out, err, kind = await self._call_worker(
                 lambda: session.prompt(req.object_id, req, stamp_ns, asked))
         if err is not None:
             resp.success, resp.message = False, f"prompt refused: {err}"
-            self._log_throttled("warning", "prompt_refused", resp.message)
+            self._log_throttled("warning", f"prompt_refused:{kind}", resp.message)
             return resp
         resp.success, resp.message = True, out.message
         late = time.monotonic() - asked
@@ -523,14 +525,14 @@ class Sam2Node(LifecycleNode):
     @_answers_errors
     async def _on_remove_object(self, req: RemoveObject.Request, resp: RemoveObject.Response):
         session = self._session
-        text, err = await self._call_worker(lambda: session.remove(req.object_id))
+        text, err, _ = await self._call_worker(lambda: session.remove(req.object_id))
         resp.success, resp.message = err is None, text if err is None else f"remove refused: {err}"
         return resp
 
     @_answers_errors
     async def _on_reset(self, req: Trigger.Request, resp: Trigger.Response):
         session = self._session
-        text, err = await self._call_worker(lambda: session.reset())
+        text, err, _ = await self._call_worker(lambda: session.reset())
         resp.success, resp.message = err is None, text if err is None else f"reset failed: {err}"
         return resp
 

@@ -84,8 +84,9 @@ def test_sigterm_during_a_long_inference_exits_within_2_s(scene_frames):
         cli = ros.client(AddPrompt, "add_prompt")
         assert ros.wait_for(cli.service_is_ready, 20.0)
         cli.call_async(req)  # replays 4 frames at 512 px: several seconds of inference
-        assert ros.wait_for(lambda: float(ros.diagnostics(fresh=False, timeout=5.0)
-                                          .get("worker_busy_s", 0)) >= 0.5, 20.0)
+        # a status published after the request: the worker has been on it for 0.5 s
+        assert ros.wait_for(lambda: float(ros.diagnostics(fresh=True, timeout=5.0)
+                                          ["worker_busy_s"]) >= 0.5, 20.0)
         code, elapsed = stop_with(node, signal.SIGTERM)
         assert_clean(node, code)
         assert elapsed < 2.0, elapsed
