@@ -113,6 +113,7 @@ class Mix:
         self.checked_upto = 0  # ~/tracks index already checked
         self.pending = False  # a request or transition in flight: the state may change
         self.valid_from = self.stamp  # ~/tracks of frames stamped after this must match
+        self.reconfigure = 0.3  # share of the lifecycle cases that clean up and configure
 
     # ------------------------------------------------------------------ frames
     def tick(self) -> None:
@@ -264,7 +265,7 @@ class Mix:
 
     def transition(self) -> None:
         """deactivate + activate (objects kept), or a full cleanup/configure (objects go)."""
-        full = self.rng.random() < 0.3
+        full = self.rng.random() < self.reconfigure
         steps = (["deactivate", "cleanup", "configure", "activate"] if full
                  else ["deactivate", "activate"])
         self.pending = True
@@ -287,6 +288,8 @@ def main() -> int:
     ap.add_argument("--minutes", type=float, default=10.0)
     ap.add_argument("--warmup-s", type=float, default=60.0)
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--reconfigure", type=float, default=0.3,
+                    help="share of lifecycle cases that clean up and configure again")
     ap.add_argument("--out", type=Path, default=None, help="markdown file for the table")
     args = ap.parse_args()
 
@@ -297,6 +300,7 @@ def main() -> int:
         ros.subscribe("tracks", "diagnostics")
         assert ros.wait_subscribers(60.0), node.log()
         mix = Mix(ros, node, args.seed)
+        mix.reconfigure = args.reconfigure
         frames, prompts = bad_frames(), bad_prompts()
         actions = [(mix.good_prompt, 3), (lambda: mix.bad_prompt(prompts), 4),
                    (lambda: mix.bad_frame(frames), 6), (mix.remove, 1), (mix.reset, 0.3),
@@ -331,7 +335,7 @@ def main() -> int:
         "tracks_checked": mix.tracks_checked, "tracks_wrong": mix.tracks_wrong,
         "rss_start": rss[0][1], "rss_warm": warm[0], "rss_end": rss[-1][1],
         "rss_max_after_warm": max(warm), "frames": mix.i, "diag": diag,
-        "tracebacks": log.count("Traceback"), "log_lines": log.count("\n"),
+        "tracebacks": log.count("Traceback"), "log_lines": log.count("\n"), "rss": rss,
     }
     text = report(args, started, mix.cases, figures)
     print(text)
@@ -376,6 +380,9 @@ def report(args, started: str, cases, f) -> str:
         f"{d.get('worker_errors', '?')} / {d.get('requests_refused_busy', '?')} / "
         f"{d.get('frames_lost_in_transport', '?')} |",
         f"| log lines over the run (throttled per kind of problem) | {f['log_lines']} |",
+        "",
+        "RSS by minute (MiB): " + ", ".join(
+            f"{r:.0f}" for t, r in f["rss"] if int(t) % 60 < 5) + "",
         "",
         "Cases:",
         "",
