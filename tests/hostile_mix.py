@@ -354,7 +354,8 @@ def report(args, started: str, cases, f) -> str:
         f"Machine: Debian 12, {os.cpu_count()} cores, no GPU ({platform.processor() or 'x86_64'}),"
         f" Python {platform.python_version()}  ",
         f"Date: {started}  ",
-        f"Command: `python tests/hostile_mix.py --minutes {args.minutes:g} --seed {args.seed}`  ",
+        f"Command: `python tests/hostile_mix.py --minutes {args.minutes:g} --warmup-s "
+        f"{args.warmup_s:g} --seed {args.seed}`  ",
         "Node: defaults (bundled sam2_ros_compact, torch, 1 inference thread), raw input, "
         f"{W}x{H} synthetic frames at {RATE_HZ:g} Hz",
         "",
