@@ -19,6 +19,9 @@ import torch.nn.functional as F
 
 POSITIVE, NEGATIVE = 1, 0
 BOX_LABELS = (2, 3)  # top-left, bottom-right corner
+# Clicks in one prompt: each is a token of the mask decoder, so the cost grows with their number
+# (50,000 clicks stalled a CPU for 30 s); interactive use needs a handful.
+MAX_POINTS = 64
 
 
 @dataclass(frozen=True)
@@ -76,6 +79,8 @@ def _check_points(points, labels, height: int, width: int) -> tuple[np.ndarray, 
         xy = xy.reshape(-1, 2)
     if xy.ndim != 2 or xy.shape[1] != 2:
         raise ValueError(f"points must be shaped (N, 2) as (x, y) pairs, got shape {xy.shape}")
+    if len(xy) > MAX_POINTS:
+        raise ValueError(f"too many clicks: {len(xy)} in one prompt, at most {MAX_POINTS}")
     lab = _finite_array(labels, "labels", "(N,)").reshape(-1)
     if len(lab) != len(xy):
         raise ValueError(f"got {len(xy)} points but {len(lab)} labels: give one label per point")

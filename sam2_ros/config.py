@@ -110,8 +110,15 @@ class NodeConfig:
                                   live=True)
     max_window_frames: int = _param(32, "cap on frames kept in the prompt window",
                                     _int_in(1, 1000))
-    service_timeout_s: float = _param(30.0, "how long a service call waits for the tracker",
-                                      _float_in(0.0, 600.0, lo_open=True), live=True)
+    service_timeout_s: float = _param(30.0, "how long a request may wait for the tracker to "
+                                      "start it; one not started by then is cancelled (nothing "
+                                      "changes) and refused; one already running is answered "
+                                      "when it ends", _float_in(0.0, 600.0, lo_open=True),
+                                      live=True)
+    max_pending_requests: int = _param(128, "service requests that may wait at once (queued "
+                                       "for the tracker or for their frame); more are answered "
+                                       "'busy' at once and counted in /diagnostics",
+                                       _int_in(1, 10000))
     # Input and output.
     input_transport: str = _param("raw", "'raw' subscribes to image, 'compressed' to "
                                          "image/compressed", _one_of(*TRANSPORTS))
@@ -121,6 +128,9 @@ class NodeConfig:
                              _one_of(*QOS_PROFILES))
     qos_depth: int = _param(5, "history depth of the input and output topics",
                             _int_in(1, 100))
+    max_image_side: int = _param(8192, "largest image side accepted, raw or compressed (a "
+                                 "compressed image's size is read from its header before it is "
+                                 "decoded)", _int_in(16, 65535))
     publish_overlay: bool = _param(True, "publish ~/overlay (computed only while subscribed)",
                                    live=True)
     overlay_alpha: float = _param(0.5, "opacity of the masks in ~/overlay",

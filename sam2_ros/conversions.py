@@ -12,9 +12,16 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
+from engine.prompts import MAX_POINTS
+
 
 class InputError(ValueError):
-    """A message the node cannot use; the text says why."""
+    """A message the node cannot use; the text says why. ``kind`` names the class of problem
+    (a short fixed word: the log is throttled per kind, not per message)."""
+
+    def __init__(self, message: str, kind: str = "invalid") -> None:
+        super().__init__(message)
+        self.kind = kind
 
 
 # encoding -> (channels, dtype, cv2 conversion to RGB or None when already RGB / special)
@@ -42,30 +49,41 @@ _ENCODINGS: dict[str, tuple[int, np.dtype, int | None]] = {
     "bayer_grbg8": (1, np.uint8, cv2.COLOR_BayerGB2RGB),
 }
 ENCODINGS = tuple(_ENCODINGS)
-MAX_SIDE = 16384  # refuse absurd sizes before allocating anything
+# Default cap on an input image's sides (raw and compressed alike; parameter max_image_side):
+# 8K video fits, a decompression bomb does not. Checked before anything is allocated or decoded.
+MAX_SIDE = 8192
 
 
-def image_to_rgb(msg) -> np.ndarray:
+def check_size(w: int, h: int, max_side: int, what: str) -> None:
+    """Refuse an empty image or one with a side over ``max_side``."""
+    if h <= 0 or w <= 0:
+        raise InputError(f"empty image ({w}x{h}, {what})", "empty")
+    if h > max_side or w > max_side:
+        raise InputError(f"image too large ({w}x{h}, {what}): at most {max_side} pixels a side "
+                         "(parameter max_image_side)", "too_large")
+
+
+def image_to_rgb(msg, max_side: int = MAX_SIDE) -> np.ndarray:
     """sensor_msgs/Image -> (H, W, 3) uint8 RGB. Raises InputError with the reason."""
     enc = msg.encoding
     if enc not in _ENCODINGS:
-        raise InputError(f"unsupported image encoding {enc!r}; accepted: {', '.join(ENCODINGS)}")
+        shown = enc if len(enc) <= 32 else enc[:32] + "..."
+        raise InputError(f"unsupported image encoding {shown!r}; accepted: "
+                         f"{', '.join(ENCODINGS)}", "encoding")
     channels, dtype, conversion = _ENCODINGS[enc]
     h, w, step = int(msg.height), int(msg.width), int(msg.step)
-    if h == 0 or w == 0:
-        raise InputError(f"empty image ({w}x{h}, encoding {enc})")
-    if h > MAX_SIDE or w > MAX_SIDE:
-        raise InputError(f"image too large ({w}x{h}); at most {MAX_SIDE} pixels a side")
+    check_size(w, h, max_side, f"encoding {enc}")
     row = w * channels * np.dtype(dtype).itemsize
     if step < row:
-        raise InputError(f"step {step} is shorter than a row of {w} {enc} pixels ({row} bytes)")
+        raise InputError(f"step {step} is shorter than a row of {w} {enc} pixels ({row} bytes)",
+                         "step")
     data = msg.data
     if len(data) < h * step:
         raise InputError(f"truncated image: {len(data)} bytes of data, expected height*step = "
-                         f"{h}*{step} = {h * step}")
+                         f"{h}*{step} = {h * step}", "truncated")
     if enc.startswith("yuv") or enc in ("uyvy", "yuyv"):
         if w % 2:
-            raise InputError(f"{enc} needs an even width, got {w}")
+            raise InputError(f"{enc} needs an even width, got {w}", "odd_width")
     buf = np.frombuffer(data, np.uint8, count=h * step).reshape(h, step)[:, :row]
     img = buf
     if dtype == np.uint16:  # keep the 8 most significant bits
@@ -76,21 +94,77 @@ def image_to_rgb(msg) -> np.ndarray:
     return cv2.cvtColor(np.ascontiguousarray(img), conversion)
 
 
-def compressed_to_rgb(msg) -> np.ndarray:
-    """sensor_msgs/CompressedImage (jpeg/png, as image_transport writes) -> (H, W, 3) RGB."""
+_PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+# JPEG start-of-frame markers (they carry the size): C0-CF except DHT C4, JPG C8, DAC CC.
+_JPEG_SOF = frozenset(range(0xC0, 0xD0)) - {0xC4, 0xC8, 0xCC}
+
+
+def compressed_size(data: bytes) -> tuple[str, int, int]:
+    """(format, width, height) read from a PNG or JPEG header without decoding any pixel.
+    InputError for any other format or a header that does not say its size."""
+    head = bytes(data[:32])
+    if head.startswith(_PNG_SIGNATURE):
+        # signature, then the IHDR chunk: length (4), b"IHDR", width (4), height (4), big-endian
+        if len(head) < 24 or head[12:16] != b"IHDR":
+            raise InputError("corrupt compressed image (png): no IHDR header", "corrupt")
+        return "png", int.from_bytes(head[16:20], "big"), int.from_bytes(head[20:24], "big")
+    if head.startswith(b"\xff\xd8"):
+        return ("jpeg", *_jpeg_size(data))
+    raise InputError(f"unsupported compressed format (first bytes {head[:8].hex()}): "
+                     "accepted: jpeg, png (as image_transport's compressed plugin sends)",
+                     "format")
+
+
+def _jpeg_size(data) -> tuple[int, int]:
+    """Walk the JPEG marker segments up to the start-of-frame; (width, height)."""
+    view, i, n = memoryview(data), 2, len(data)
+    while i + 4 <= n:
+        if view[i] != 0xFF:
+            break
+        marker = view[i + 1]
+        if marker == 0xFF:  # fill byte
+            i += 1
+            continue
+        if marker in (0x01, *range(0xD0, 0xD8)):  # markers without a length
+            i += 2
+            continue
+        length = int.from_bytes(view[i + 2:i + 4], "big")
+        if marker in _JPEG_SOF:
+            if i + 9 > n:
+                break
+            return (int.from_bytes(view[i + 7:i + 9], "big"),
+                    int.from_bytes(view[i + 5:i + 7], "big"))
+        if marker == 0xDA or length < 2:  # scan data before any frame header: malformed
+            break
+        i += 2 + length
+    raise InputError("corrupt compressed image (jpeg): no frame header with its size",
+                     "corrupt")
+
+
+def compressed_to_rgb(msg, max_side: int = MAX_SIDE) -> np.ndarray:
+    """sensor_msgs/CompressedImage (jpeg/png, as image_transport writes) -> (H, W, 3) RGB.
+
+    The size is read from the header first: an image over ``max_side`` is refused before a
+    byte is decoded (a few KiB of PNG can decode to gigabytes)."""
     fmt = msg.format or "unknown format"
     if len(msg.data) == 0:
-        raise InputError(f"empty compressed image ({fmt})")
+        raise InputError(f"empty compressed image ({fmt})", "empty")
     if "compressedDepth" in fmt:
-        raise InputError(f"compressedDepth images are not supported ({fmt!r})")
+        raise InputError(f"compressedDepth images are not supported ({fmt[:64]!r})", "format")
+    kind, w, h = compressed_size(msg.data)
+    check_size(w, h, max_side, f"{kind} header")
     buf = np.frombuffer(msg.data, np.uint8)
     try:
         img = cv2.imdecode(buf, cv2.IMREAD_COLOR)  # BGR; grey inputs are expanded
     except cv2.error as err:
         img = None
-        fmt = f"{fmt}: {str(err).strip().splitlines()[-1]}"
+        kind = f"{kind}: {str(err).strip().splitlines()[-1]}"
     if img is None:
-        raise InputError(f"corrupt compressed image ({fmt}, {len(buf)} bytes): cannot be decoded")
+        raise InputError(f"corrupt compressed image ({kind}, {len(buf)} bytes): cannot be "
+                         "decoded", "corrupt")
+    if img.shape[:2] not in ((h, w), (w, h)):  # (w, h): a JPEG turned by its EXIF orientation
+        raise InputError(f"corrupt compressed image ({kind}): decoded to {img.shape[1]}x"
+                         f"{img.shape[0]}, its header says {w}x{h}", "corrupt")
     return cv2.cvtColor(img, cv2.COLOR_BGR2RGB)
 
 
@@ -143,8 +217,10 @@ class Prompt:
 
 
 def prompt_from_request(req, frame_shape: tuple[int, int]) -> Prompt:
-    """An AddPrompt request for a frame of (H, W) pixels -> Prompt; InputError says why not."""
+    """An AddPrompt request for a frame of (H, W) pixels -> Prompt; InputError says why not.
+    Sizes are checked before anything is converted."""
     h, w = frame_shape
+    check_prompt_size(req)
     xs = np.asarray(req.points_x, np.float32)
     ys = np.asarray(req.points_y, np.float32)
     labels = np.asarray(req.labels, np.int32)
@@ -159,11 +235,33 @@ def prompt_from_request(req, frame_shape: tuple[int, int]) -> Prompt:
                   np.asarray(req.box, np.float32) if req.has_box else None, mask)
 
 
+MASK_ROW_PADDING = 64  # bytes a mask prompt's row may carry beyond its width (alignment)
+
+
+def check_prompt_size(req) -> None:
+    """Refuse a request with more clicks than a prompt may have, or a mask prompt larger than
+    an image may be: the cheap checks, made before anything is converted or queued."""
+    n = max(len(req.points_x), len(req.points_y), len(req.labels))
+    if n > MAX_POINTS:
+        raise InputError(f"too many clicks: {n} in one prompt, at most {MAX_POINTS} (refine "
+                         "with a few clicks at a time, or give a box or a mask)", "too_many_clicks")
+    m = req.mask
+    if m.width or m.height or len(m.data):
+        w, h = int(m.width), int(m.height)
+        check_size(w, h, MAX_SIDE, "mask prompt")
+        limit = h * (w + MASK_ROW_PADDING)
+        if len(m.data) > limit or int(m.step) > w + MASK_ROW_PADDING:
+            raise InputError(f"mask prompt too large: {len(m.data)} bytes, step {m.step} for a "
+                             f"{w}x{h} mono8 mask (expected height*step bytes with step <= "
+                             f"width + {MASK_ROW_PADDING})", "mask_size")
+
+
 def _mask(msg, w: int, h: int) -> np.ndarray:
     if msg.encoding not in ("mono8", "8UC1"):
-        raise InputError(f"mask prompt must be mono8 (non-zero = object), got {msg.encoding!r}")
+        raise InputError(f"mask prompt must be mono8 (non-zero = object), got "
+                         f"{msg.encoding[:32]!r}", "mask")
     if (msg.width, msg.height) != (w, h):
-        raise InputError(f"mask prompt is {msg.width}x{msg.height}, the frame is {w}x{h}")
+        raise InputError(f"mask prompt is {msg.width}x{msg.height}, the frame is {w}x{h}", "mask")
     mask = image_to_rgb(msg)[..., 0] > 0
     if not mask.any():
         raise InputError("mask prompt is empty (no non-zero pixel)")

@@ -3,18 +3,24 @@
 configure builds the engine (a bad parameter or checkpoint fails the transition with the reason
 in the log), activate subscribes to the camera, deactivate unsubscribes, cleanup releases the
 model. Inference runs on one worker thread that always takes the newest frame; the executor
-thread only receives messages and answers services (a prompt that waits for the frame it was
-made on awaits it, so frames keep being received meanwhile). Topics, services and parameters:
-SPEC 6.
+thread only receives messages and answers services. A service request never blocks the executor:
+it awaits its frame and its turn on the worker, in a callback group of its own, so frames,
+lifecycle and parameter services go on meanwhile. SIGINT/SIGTERM stop the worker before the
+context shuts down, and the process exits within ``SHUTDOWN_BUDGET_S`` whatever is running.
+Topics, services and parameters: SPEC 6.
 
     python -m sam2_ros.node --ros-args -p autostart:=true -r image:=/camera/image_raw
 """
 from __future__ import annotations
 
-import re
+import functools
+import os
+import signal
+import sys
 import threading
 import time
 import traceback
+from collections import deque
 from dataclasses import replace
 from typing import Any
 
@@ -23,9 +29,11 @@ from builtin_interfaces.msg import Time
 from diagnostic_msgs.msg import DiagnosticArray
 from rcl_interfaces.msg import ParameterDescriptor, SetParametersResult
 from rclpy.callback_groups import MutuallyExclusiveCallbackGroup, ReentrantCallbackGroup
+from rclpy.event_handler import SubscriptionEventCallbacks
 from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
 from rclpy.lifecycle import LifecycleNode, LifecycleState, TransitionCallbackReturn
-from rclpy.qos import QoSProfile, ReliabilityPolicy, qos_profile_sensor_data
+from rclpy.qos import HistoryPolicy, QoSProfile, ReliabilityPolicy, qos_profile_sensor_data
+from rclpy.signals import SignalHandlerOptions
 from rclpy.task import Future
 from sensor_msgs.msg import CameraInfo, CompressedImage, Image, PointCloud2, RegionOfInterest
 from std_msgs.msg import Header
@@ -35,19 +43,22 @@ from visualization_msgs.msg import MarkerArray
 from sam2_ros_interfaces.msg import ObjectTrack, Tracks
 from sam2_ros_interfaces.srv import AddPrompt, RemoveObject
 
+from engine.overlay import render_overlay
 from engine.tracker import ObjectResult
 
 from .backend import BackendError, build_engine
 from .config import LIVE_PARAMETERS, PARAMETERS, NodeConfig, check_parameter, coerce, describe
-from .conversions import InputError, compressed_to_rgb, fill_image, image_to_rgb, label_image
+from .conversions import (InputError, check_prompt_size, compressed_to_rgb, fill_image,
+                          image_to_rgb, label_image)
 from .depth_input import DepthInput
 from .depth_output import depth_status, locate_tracks, markers, point_cloud, set_unknown
-from .diagnostics import FrameStats, diagnostic_array
-from engine.overlay import render_overlay
+from .diagnostics import FrameStats, LogThrottle, diagnostic_array
 from .session import Frame, TrackingSession, stamp_text
-from .worker import LatestFrameWorker
+from .transport import shm_segment_bytes
+from .worker import CANCELLED, LatestFrameWorker, ShuttingDown
 
 SUCCESS, FAILURE = TransitionCallbackReturn.SUCCESS, TransitionCallbackReturn.FAILURE
+SHUTDOWN_BUDGET_S = 1.5  # SIGINT/SIGTERM: longest wait for a running inference before exiting
 
 
 def _qos(kind: str, depth: int) -> QoSProfile:
@@ -55,6 +66,28 @@ def _qos(kind: str, depth: int) -> QoSProfile:
         return QoSProfile(depth=depth, reliability=qos_profile_sensor_data.reliability,
                           durability=qos_profile_sensor_data.durability)
     return QoSProfile(depth=depth, reliability=ReliabilityPolicy.RELIABLE)
+
+
+# The services' QoS: reliable, every request kept until the executor takes it (KEEP_ALL; the
+# default depth of 10 dropped the rest of a burst unseen). The executor takes requests as fast
+# as they come (none blocks it) and answers "busy" beyond max_pending_requests: an overflow is
+# an answer and a count in /diagnostics, never a silent loss.
+SERVICE_QOS = QoSProfile(history=HistoryPolicy.KEEP_ALL, reliability=ReliabilityPolicy.RELIABLE)
+
+
+def _answers_errors(handler):
+    """A service callback that answers an unexpected exception (success false, the error)
+    instead of raising it into the executor, which would end the node."""
+    @functools.wraps(handler)
+    async def guarded(self, req, resp):
+        try:
+            return await handler(self, req, resp)
+        except Exception as err:  # an engine or node bug: answer, log, keep running
+            self._stats.on_error(f"request failed: {err!r}"[:300])
+            self.get_logger().error(f"request failed: {err!r}\n{traceback.format_exc()}")
+            resp.success, resp.message = False, f"internal error: {err!r}"
+            return resp
+    return guarded
 
 
 def _reason(err: BaseException) -> str:
@@ -75,31 +108,58 @@ class Sam2Node(LifecycleNode):
         self._session: TrackingSession | None = None
         self._worker: LatestFrameWorker | None = None
         self._banner = ""  # on ~/overlay: set at configure (random weights say so)
-        self._sub = self._diag_timer = None
+        self._sub = None
         self._pubs: dict[str, Any] = {}
-        self._srvs: list[Any] = []
         self._seq = 0
         self._waiters: list[tuple[int, Future]] = []  # prompts waiting for their frame
         self._waiters_lock = threading.Lock()
-        # A waiting prompt holds the default callback group: frames and the waits' timers
-        # need groups of their own to run meanwhile (on the same executor thread).
+        # Lifecycle and parameter services hold the default callback group while they run:
+        # requests that wait (for a frame, for the worker) live in a reentrant group of their
+        # own, frames in another, so none of them waits on another.
         self._input_group = MutuallyExclusiveCallbackGroup()
         self._wait_group = ReentrantCallbackGroup()
         self._stats = FrameStats()
-        self._warned: dict[str, float] = {}
+        self._throttle = LogThrottle(period_s=5.0)
         self._depth: DepthInput | None = None  # with depth_enabled
         self._depth_subs: list[Any] = []
+        self._state = "unconfigured"
+        self._closing = False  # set once shutdown has begun: the worker publishes nothing more
+        # Jobs finished on the worker thread, handed to the executor thread by a guard condition.
+        self._finished: deque[tuple[Any, Future]] = deque()
+        self._job_done = self.create_guard_condition(self._on_jobs_done,
+                                                     callback_group=self._wait_group)
+        self._shm_bytes = shm_segment_bytes()
+        self._largest_frame = 0
+        self._diag_pub = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
+        # The services live as long as the node: a request waiting when the node is cleaned
+        # up is answered ("not configured"), and one sent while unconfigured is told so.
+        srv_qos, group = SERVICE_QOS, self._wait_group
+        self._srvs = [
+            self.create_service(AddPrompt, "~/add_prompt", self._on_add_prompt,
+                                qos_profile=srv_qos, callback_group=group),
+            self.create_service(RemoveObject, "~/remove_object", self._on_remove_object,
+                                qos_profile=srv_qos, callback_group=group),
+            self.create_service(Trigger, "~/reset", self._on_reset, qos_profile=srv_qos,
+                                callback_group=group),
+        ]
+        period = self.get_parameter("diagnostics_period_s").value
+        self._diag_timer = self.create_timer(period if isinstance(period, float) and period > 0
+                                             else 1.0, self._on_diagnostics)
 
     # ----------------------------------------------------------------- lifecycle
     def on_configure(self, state: LifecycleState) -> TransitionCallbackReturn:
         try:
             cfg = NodeConfig.from_values({n: self.get_parameter(n).value for n in PARAMETERS})
+            self.get_logger().info(f"configuring: loading {cfg.model} ({cfg.backend}, "
+                                   f"{cfg.device})")
             engine = build_engine(cfg)
         except (ValueError, BackendError) as err:
             self.get_logger().error(f"configure failed: {err}")
+            self._stats.on_configure_failed(f"configure failed: {err}")
             return FAILURE
         except Exception as err:  # an engine bug: say so, stay alive
             self.get_logger().error(f"configure failed: {err!r}\n{traceback.format_exc()}")
+            self._stats.on_configure_failed(f"configure failed: {err!r}")
             return FAILURE
         self.cfg = cfg
         log = self.get_logger()
@@ -110,19 +170,22 @@ class Sam2Node(LifecycleNode):
             "masks": self.create_lifecycle_publisher(Image, "~/masks", out),
             "tracks": self.create_lifecycle_publisher(Tracks, "~/tracks", out),
             "overlay": self.create_lifecycle_publisher(Image, "~/overlay", out),
-            "diagnostics": self.create_lifecycle_publisher(DiagnosticArray, "/diagnostics", 10),
         }
-        self._srvs = [
-            self.create_service(AddPrompt, "~/add_prompt", self._on_add_prompt),
-            self.create_service(RemoveObject, "~/remove_object", self._on_remove_object),
-            self.create_service(Trigger, "~/reset", self._on_reset),
-        ]
         self._configure_depth(cfg, out)
-        decode = compressed_to_rgb if cfg.input_transport == "compressed" else image_to_rgb
-        self._stats = FrameStats()
+        raw = compressed_to_rgb if cfg.input_transport == "compressed" else image_to_rgb
+
+        def decode(msg):
+            return raw(msg, cfg.max_image_side)
+        self._stats, self._seq = FrameStats(), 0  # a new session counts from its first frame
+        self._largest_frame = 0
         self._session = TrackingSession(engine, cfg, decode, self._publish, self._stats,
                                         self._warn_input)
-        self._worker = LatestFrameWorker(self._session.process, self._on_worker_error).start()
+        self._worker = LatestFrameWorker(self._session.process, self._on_worker_error,
+                                         max_jobs=cfg.max_pending_requests).start()
+        if self._diag_timer.timer_period_ns != int(cfg.diagnostics_period_s * 1e9):
+            self.destroy_timer(self._diag_timer)
+            self._diag_timer = self.create_timer(cfg.diagnostics_period_s, self._on_diagnostics)
+        self._state = "inactive"
         log.info(f"configured: {engine.backend}, max {cfg.max_objects} objects, "
                  f"prompt window {cfg.prompt_window_s:g} s, model warmed up in "
                  f"{engine.warmup_s:.2f} s")
@@ -131,57 +194,79 @@ class Sam2Node(LifecycleNode):
     def on_activate(self, state: LifecycleState) -> TransitionCallbackReturn:
         cfg = self.cfg
         qos = _qos(cfg.input_qos, cfg.qos_depth)
-        if cfg.input_transport == "compressed":
-            self._sub = self.create_subscription(CompressedImage, "image/compressed",
-                                                 self._on_image, qos,
+        # Frames the middleware knows it lost (a best-effort sample too large for the shared
+        # memory segment goes by UDP, where a lost fragment loses the frame) are counted.
+        events = SubscriptionEventCallbacks(message_lost=self._on_frames_lost)
+        msg_type, topic = ((CompressedImage, "image/compressed")
+                           if cfg.input_transport == "compressed" else (Image, "image"))
+        try:
+            self._sub = self.create_subscription(msg_type, topic, self._on_image, qos,
+                                                 callback_group=self._input_group,
+                                                 event_callbacks=events)
+        except Exception as err:  # noqa: BLE001 - a middleware without the event
+            self.get_logger().warning(f"lost frames cannot be counted here: {err}")
+            self._sub = self.create_subscription(msg_type, topic, self._on_image, qos,
                                                  callback_group=self._input_group)
-        else:
-            self._sub = self.create_subscription(Image, "image", self._on_image, qos,
-                                                 callback_group=self._input_group)
-        self._diag_timer = self.create_timer(cfg.diagnostics_period_s, self._on_diagnostics)
         self._subscribe_depth(qos)
         self.get_logger().info(f"active: listening on {self._sub.topic_name} ({cfg.input_qos})")
+        self._state = "active"
         return super().on_activate(state)
 
     def on_deactivate(self, state: LifecycleState) -> TransitionCallbackReturn:
         self._unsubscribe()
+        self._state = "inactive"
         return super().on_deactivate(state)
 
     def on_cleanup(self, state: LifecycleState) -> TransitionCallbackReturn:
         self.release()
+        self._state = "unconfigured"
         return super().on_cleanup(state)
 
     def on_shutdown(self, state: LifecycleState) -> TransitionCallbackReturn:
         self.release()
+        self._state = "finalized"
         return super().on_shutdown(state)
 
     def on_error(self, state: LifecycleState) -> TransitionCallbackReturn:
         self.release()
+        self._state = "unconfigured"
         return SUCCESS
 
     def _unsubscribe(self) -> None:
         if self._sub is not None:
             self.destroy_subscription(self._sub)
-        if self._diag_timer is not None:
-            self.destroy_timer(self._diag_timer)
-        self._sub = self._diag_timer = None
+        self._sub = None
         for sub in self._depth_subs:
             self.destroy_subscription(sub)
         self._depth_subs = []
         if self._worker is not None:
             self._worker.clear()
 
-    def release(self) -> None:
-        """Unsubscribe, stop the worker, drop the model, publishers and services."""
+    def release(self, wait_s: float = 10.0) -> bool:
+        """Unsubscribe, stop the worker (waiting up to ``wait_s`` for a running inference),
+        drop the model and the publishers. False if the worker is still running."""
         self._unsubscribe()
-        if self._worker is not None:
-            self._worker.stop()
-        for srv in self._srvs:
-            self.destroy_service(srv)
-        for pub in self._pubs.values():
-            self.destroy_lifecycle_publisher(pub)
-        self._srvs, self._pubs = [], {}
+        stopped = self._worker.stop(wait_s) if self._worker is not None else True
+        if stopped:  # a worker still running may publish: its publishers stay until exit
+            for pub in self._pubs.values():
+                self.destroy_lifecycle_publisher(pub)
+            self._pubs = {}
         self._worker = self._session = None
+        self._fail_waiters()
+        return stopped
+
+    def worker_busy_s(self) -> float:
+        """Seconds the worker's current frame or request has been running (0 when idle)."""
+        return self._worker.busy_s() if self._worker is not None else 0.0
+
+    def close(self) -> bool:
+        """Shutdown by signal: nothing is published from now on; the worker is stopped before
+        the context goes (within SHUTDOWN_BUDGET_S). False if an inference was still running."""
+        self._closing = True
+        if self._diag_timer is not None:
+            self.destroy_timer(self._diag_timer)
+            self._diag_timer = None
+        return self.release(wait_s=SHUTDOWN_BUDGET_S)
 
     # -------------------------------------------------------------------- input
     def _on_image(self, msg: Image | CompressedImage) -> None:
@@ -192,27 +277,70 @@ class Sam2Node(LifecycleNode):
         stamp_ns = msg.header.stamp.sec * 10**9 + msg.header.stamp.nanosec
         frame = Frame(self._seq, stamp_ns, msg, received=time.monotonic())
         self._stats.on_received()
+        size = len(msg.data)
+        if size > self._largest_frame:
+            self._largest_frame = size
+            if self._shm_bytes and size > self._shm_bytes // 2:
+                self.get_logger().warning(
+                    f"frames of {size / 2**20:.1f} MiB: more than half the Fast DDS shared-memory "
+                    f"segment ({self._shm_bytes / 2**20:.0f} MiB, from the profile in "
+                    "FASTRTPS_DEFAULT_PROFILES_FILE); at best effort such frames can be lost "
+                    "between processes: raise segment_size (README, 'Large images')")
         session.window.push(frame)
         worker.offer(frame)
         self._wake_waiters(stamp_ns)
 
-    def _warn_input(self, text: str) -> None:
-        """Log a rejected input at most every 5 s per kind of problem (one bad camera must not
-        flood the log; the count is in /diagnostics)."""
-        kind = re.split(r"[:(]", text.split("rejected: ", 1)[-1])[0]
-        now = time.monotonic()
-        if now - self._warned.get(kind, -1e9) >= 5.0:
-            self._warned[kind] = now
-            self.get_logger().warning(text)
+    def _on_frames_lost(self, info) -> None:
+        lost = int(info.total_count_change)
+        if lost <= 0:
+            return
+        self._stats.on_lost(lost)
+        self._log_throttled("warning", "transport_loss", (
+            f"{lost} frame(s) lost in transport before reaching the node (best effort; "
+            f"frames of up to {self._largest_frame / 2**20:.1f} MiB seen): a frame larger than "
+            "the shared-memory segment travels by UDP; see README, 'Large images'"))
+
+    def _log_throttled(self, level: str, kind: str, text: str) -> None:
+        """Log at most one line per kind of problem every 5 s (one bad camera or client must
+        not flood the log; the counts are in /diagnostics)."""
+        held = self._throttle.allow(kind)
+        if held is None:
+            return
+        if held:
+            text += f" [and {held} more like this since the previous such line]"
+        log = self.get_logger()  # rclpy wants one severity per call site: one line each
+        if level == "error":
+            log.error(text)
+        elif level == "warning":
+            log.warning(text)
+        else:
+            log.info(text)
+
+    def _warn_input(self, text: str, kind: str = "input") -> None:
+        self._log_throttled("warning", f"frame:{kind}", text)
 
     def _on_worker_error(self, err: BaseException) -> None:
-        self.get_logger().error(f"tracking failed on a frame: {err!r}\n"
-                                f"{''.join(traceback.format_exception(err))}",
-                                throttle_duration_sec=5.0)
+        self._stats.on_worker_error(f"{err!r}"[:300])
+        if self._closing:
+            return
+        self._log_throttled("error", f"worker:{type(err).__name__}",
+                            f"tracking failed on a frame: {err!r}\n"
+                            f"{''.join(traceback.format_exception(err))}")
 
     # ------------------------------------------------------------------- output
     def _publish(self, frame: Frame, results: list[ObjectResult], labels: dict[int, int]) -> None:
-        """Runs on the worker thread: masks, tracks and (when subscribed) overlay."""
+        """Runs on the worker thread: masks, tracks and (when subscribed) overlay; nothing once
+        shutdown has begun (the context may be gone under a frame that was running)."""
+        if self._closing or not self._pubs:
+            return
+        try:
+            self._publish_outputs(frame, results, labels)
+        except Exception:
+            if not self._closing:
+                raise
+
+    def _publish_outputs(self, frame: Frame, results: list[ObjectResult],
+                         labels: dict[int, int]) -> None:
         cfg, header = self.cfg, frame.msg.header
         h, w = frame.rgb.shape[:2]
         results = [r for r in results if r.obj_id in labels]
@@ -243,19 +371,26 @@ class Sam2Node(LifecycleNode):
         return msg
 
     def _on_diagnostics(self) -> None:
-        s, cfg = self._session, self.cfg
-        if s is None:
+        """Published in every state (unconfigured, inactive, active): state, counts, errors."""
+        if self._closing:
             return
-        extra = {"objects": str(len(s.labels)), "backend": s.engine.backend,
-                 "model": cfg.model, "image_size": str(cfg.model_image_size),
-                 "weights": s.engine.weights, "input": self._sub.topic_name if self._sub else ""}
+        s, cfg = self._session, self.cfg
+        extra = {"objects": str(len(s.labels)) if s is not None else "0",
+                 "input": self._sub.topic_name if self._sub else "",
+                 "largest_frame_bytes": str(self._largest_frame),
+                 "shm_segment_bytes": str(self._shm_bytes or 0),
+                 "pending_requests": str(self._worker.pending_jobs() if self._worker else 0),
+                 "worker_busy_s": f"{self._worker.busy_s() if self._worker else 0.0:.2f}"}
+        if s is not None:
+            extra.update(backend=s.engine.backend, model=cfg.model,
+                         image_size=str(cfg.model_image_size), weights=s.engine.weights)
         diag = diagnostic_array(
             self.get_clock().now().to_msg(), f"{self.get_name()}: tracking",
-            self.get_fully_qualified_name(), self._stats.snapshot(), extra)
+            self.get_fully_qualified_name(), self._stats.snapshot(), extra, self._state)
         if self._depth is not None:
             diag.status.append(depth_status(f"{self.get_name()}: depth",
                                             self.get_fully_qualified_name(), self._depth))
-        self._pubs["diagnostics"].publish(diag)
+        self._diag_pub.publish(diag)
 
     # -------------------------------------------------------------------- depth
     def _configure_depth(self, cfg: NodeConfig, out: QoSProfile) -> None:
@@ -286,12 +421,13 @@ class Sam2Node(LifecycleNode):
             paired = depth.pair(frame.stamp_ns, frame.rgb.shape[:2], cfg.depth_tolerance_s)
         except InputError as err:
             self._warn_input(f"depth for frame {stamp_text(frame.stamp_ns)} rejected: {err}; "
-                             "its objects have no 3D position")
+                             "its objects have no 3D position",
+                             kind=f"depth:{getattr(err, 'kind', 'input')}")
             return None
         if paired is None:
             self._warn_input("depth missing: no depth image received yet on depth/image "
                              "(remap it to the camera's aligned depth); objects have no 3D "
-                             "position")
+                             "position", kind="depth:missing")
             return None
         points_pub, markers_pub = self._pubs["object_points"], self._pubs["object_markers"]
         stride = cfg.object_points_stride if (cfg.publish_object_points and
@@ -314,28 +450,91 @@ class Sam2Node(LifecycleNode):
         return paired.header
 
     # ----------------------------------------------------------------- services
-    def _call_worker(self, fn) -> tuple[Any, str | None]:
-        """Run ``fn`` on the worker; (result, None) or (None, the reason it failed)."""
-        if self._worker is None:
-            return None, "node is not configured"
-        try:
-            return self._worker.run_job(fn, self.cfg.service_timeout_s), None
-        except (ValueError, KeyError, TimeoutError, RuntimeError) as err:
-            return None, _reason(err)
-        except Exception as err:  # an engine bug: answer, log, keep running
-            self.get_logger().error(f"request failed: {err!r}\n{traceback.format_exc()}")
-            return None, f"internal error: {err!r}"
+    async def _call_worker(self, fn) -> tuple[Any, str | None, str]:
+        """Run ``fn`` on the worker without blocking the executor; (result, None) or (None,
+        the reason it failed, and its kind: for the log's throttle). A request the worker has not started within
+        service_timeout_s is cancelled: it never runs, and the reason says nothing changed.
+        One already running is waited for, and its real outcome answered."""
+        worker, cfg = self._worker, self.cfg
+        if worker is None:
+            return None, "node is not configured", "unconfigured"
+        future = Future()
+        asked = time.monotonic()
 
-    def _frame_arrival(self, stamp_ns: int) -> Future | None:
+        def done(job) -> None:  # worker thread
+            self._finished.append((job, future))
+            if not self._closing:  # after shutdown the guard condition may be gone
+                try:
+                    self._job_done.trigger()
+                except Exception:  # noqa: BLE001 - destroyed under a late job: nothing to wake
+                    pass
+        try:
+            job = worker.submit(fn, on_done=done)
+        except ShuttingDown as err:
+            return None, str(err), "shutdown"
+        except OverflowError as err:
+            self._stats.on_busy()
+            self._log_throttled("warning", "busy", f"request refused: {err}")
+            return None, f"busy: {err}", "busy"
+        timeout = cfg.service_timeout_s
+        timer = None
+
+        def expire() -> None:
+            timer.cancel()  # once
+            if job.cancel() and not future.done():
+                future.set_result(None)
+        timer = self.create_timer(timeout, expire, callback_group=self._wait_group)
+        try:
+            await future
+        finally:
+            self.destroy_timer(timer)
+        if job.state == CANCELLED:
+            if isinstance(job.error, ShuttingDown):
+                return None, str(job.error), "shutdown"
+            return None, (f"the tracker did not start the request within service_timeout_s "
+                          f"({timeout:g} s); it was cancelled and nothing changed"), "timeout"
+        if time.monotonic() - asked > timeout:
+            self._stats.on_late()
+        err = job.error
+        if err is None:
+            return job.result, None, ""
+        if isinstance(err, (ValueError, KeyError, RuntimeError)):
+            return None, _reason(err), getattr(err, "kind", type(err).__name__)
+        # an engine bug: answer, log, keep running
+        self._stats.on_error(f"request failed: {err!r}"[:300])
+        self.get_logger().error(f"request failed: {err!r}\n"
+                                f"{''.join(traceback.format_exception(err))}")
+        return None, f"internal error: {err!r}", "internal"
+
+    def _on_jobs_done(self) -> None:
+        """Executor thread, woken by the worker: complete the futures of finished jobs."""
+        while self._finished:
+            job, future = self._finished.popleft()
+            if not future.done():
+                future.set_result(job)
+
+    def _fail_waiters(self) -> None:
+        with self._waiters_lock:
+            waiting, self._waiters = self._waiters, []
+        for _, future in waiting:
+            if not future.done():
+                future.set_result(False)
+
+    def _frame_arrival(self, stamp_ns: int) -> Future | bool | None:
         """A future done once a frame stamped ``stamp_ns`` or later has arrived (True) or
-        ``prompt_wait_s`` has passed (False); None when no wait is needed."""
+        ``prompt_wait_s`` has passed (False); None when no wait is needed: no stamp, or a
+        frame with that stamp is in the window, or one stamped later (stamps need not
+        increase: what was received decides, not the order of stamps). False when
+        max_pending_requests prompts are waiting already."""
         session = self._session
-        newest = session.window.newest() if session is not None else None
-        if not stamp_ns or session is None or (newest is not None and
-                                               newest.stamp_ns >= stamp_ns):
+        if not stamp_ns or session is None or session.window.find(stamp_ns) is not None or \
+                session.window.has_reached(stamp_ns):
             return None
         future = Future()
         with self._waiters_lock:
+            if len(self._waiters) >= self.cfg.max_pending_requests:
+                self._stats.on_busy()
+                return False
             self._waiters.append((stamp_ns, future))
         timer = None
 
@@ -360,36 +559,55 @@ class Sam2Node(LifecycleNode):
             if not future.done():
                 future.set_result(True)
 
+    @_answers_errors
     async def _on_add_prompt(self, req: AddPrompt.Request, resp: AddPrompt.Response):
+        asked = time.monotonic()
+        resp.object_id = req.object_id
+        out, err, kind = None, None, ""
+        try:
+            check_prompt_size(req)  # before anything waits or is queued
+        except InputError as e:
+            err, kind = str(e), e.kind
         stamp_ns = req.frame_stamp.sec * 10**9 + req.frame_stamp.nanosec
-        arrival = self._frame_arrival(stamp_ns)
-        if arrival is not None:
+        if err is None and (arrival := self._frame_arrival(stamp_ns)) is not None:
             # The request overtook the frame it was made on: the executor keeps receiving
             # frames while this callback waits for that one (or prompt_wait_s runs out).
-            await arrival
-        session = self._session
-        out, err = self._call_worker(lambda: session.prompt(req.object_id, req, stamp_ns))
-        resp.object_id = req.object_id
+            if arrival is False:
+                kind = "busy"
+                err = (f"busy: {self.cfg.max_pending_requests} prompts are already waiting for "
+                       "their frame; try again later")
+            else:
+                await arrival
+        if err is None:
+            session = self._session
+            out, err, kind = await self._call_worker(
+                lambda: session.prompt(req.object_id, req, stamp_ns, asked))
         if err is not None:
             resp.success, resp.message = False, f"prompt refused: {err}"
-            self.get_logger().warning(resp.message)
+            self._log_throttled("warning", f"prompt_refused:{kind}", resp.message)
             return resp
         resp.success, resp.message = True, out.message
+        late = time.monotonic() - asked
+        if late > self.cfg.service_timeout_s:
+            resp.message += (f" (answered after {late:.1f} s, more than service_timeout_s "
+                             f"{self.cfg.service_timeout_s:g} s: it had already started)")
         resp.applied_stamp = Time(sec=out.applied_stamp_ns // 10**9,
                                   nanosec=out.applied_stamp_ns % 10**9)
         resp.track = self._track_msg(out.result, out.label)
-        self.get_logger().info(out.message)
+        self._log_throttled("info", "prompt_applied", out.message)
         return resp
 
-    def _on_remove_object(self, req: RemoveObject.Request, resp: RemoveObject.Response):
+    @_answers_errors
+    async def _on_remove_object(self, req: RemoveObject.Request, resp: RemoveObject.Response):
         session = self._session
-        text, err = self._call_worker(lambda: session.remove(req.object_id))
+        text, err, _ = await self._call_worker(lambda: session.remove(req.object_id))
         resp.success, resp.message = err is None, text if err is None else f"remove refused: {err}"
         return resp
 
-    def _on_reset(self, req: Trigger.Request, resp: Trigger.Response):
+    @_answers_errors
+    async def _on_reset(self, req: Trigger.Request, resp: Trigger.Response):
         session = self._session
-        text, err = self._call_worker(lambda: session.reset())
+        text, err, _ = await self._call_worker(lambda: session.reset())
         resp.success, resp.message = err is None, text if err is None else f"reset failed: {err}"
         return resp
 
@@ -408,22 +626,58 @@ class Sam2Node(LifecycleNode):
 
 
 def main(args: list[str] | None = None) -> None:
-    rclpy.init(args=args)
+    """Run the node until SIGINT/SIGTERM (or the context is shut down); exit code 0.
+
+    rclpy's own signal handlers would shut the context down first, under a worker thread that
+    may be publishing; here a signal only asks the executor loop to end, the worker is stopped
+    (SHUTDOWN_BUDGET_S at most: an inference cannot be interrupted), then the context goes."""
+    rclpy.init(args=args, signal_handler_options=SignalHandlerOptions.NO)
+    stop = threading.Event()
+
+    def on_signal(signum, _frame) -> None:
+        if stop.is_set():  # a second signal: no more waiting
+            _exit_now()
+        stop.set()
+        # A long callback (configure loading a model) may hold the main thread: the process
+        # still ends within the budget.
+        watchdog = threading.Timer(SHUTDOWN_BUDGET_S + 0.4, _exit_now)
+        watchdog.daemon = True
+        watchdog.start()
+
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, on_signal)
     node = Sam2Node()
     executor = SingleThreadedExecutor()
     executor.add_node(node)
+    finished = True
     try:
-        if node.get_parameter("autostart").value:
-            if node.trigger_configure() == SUCCESS:
+        if node.get_parameter("autostart").value and not stop.is_set():
+            if node.trigger_configure() == SUCCESS and not stop.is_set():
                 node.trigger_activate()
-        executor.spin()
+        while not stop.is_set() and rclpy.ok():
+            executor.spin_once(timeout_sec=0.1)
     except (KeyboardInterrupt, ExternalShutdownException):
         pass
     finally:
-        node.release()
-        executor.shutdown()
+        busy = node.worker_busy_s()
+        if busy:
+            node.get_logger().info(f"shutting down: waiting at most {SHUTDOWN_BUDGET_S:g} s for "
+                                   f"the running inference ({busy:.1f} s so far)")
+        finished = node.close()
+        if not finished:
+            node.get_logger().warning(f"exiting with an inference still running after "
+                                      f"{SHUTDOWN_BUDGET_S:g} s")
+        executor.shutdown(timeout_sec=0.5)
         node.destroy_node()
         rclpy.try_shutdown()
+    if not finished:  # a worker inside torch: do not wait for it at interpreter exit
+        _exit_now()
+
+
+def _exit_now() -> None:
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(0)
 
 
 if __name__ == "__main__":

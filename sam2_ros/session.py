@@ -58,9 +58,11 @@ class FrameWindow:
                     frame.received - self._frames[0].received > self.window_s:
                 self._frames.popleft()
 
-    def find(self, stamp_ns: int) -> Frame | None:
-        """The newest frame with this stamp still in the window, else None."""
-        now = time.monotonic()
+    def find(self, stamp_ns: int, now: float | None = None) -> Frame | None:
+        """The latest received frame with this stamp still in the window (at ``now``,
+        time.monotonic(); default: the present), else None. Stamps need not increase: a
+        bag that loops or a clock stepped back gives frames whose stamps go down."""
+        now = time.monotonic() if now is None else now
         with self._lock:
             for f in reversed(self._frames):
                 if f.stamp_ns == stamp_ns and now - f.received <= self.window_s:
@@ -74,8 +76,15 @@ class FrameWindow:
                     if first_seq < f.seq <= last_seq and f.masks is not None]
 
     def newest(self) -> Frame | None:
+        """The latest received frame (by arrival, whatever its stamp)."""
         with self._lock:
             return self._frames[-1] if self._frames else None
+
+    def has_reached(self, stamp_ns: int) -> bool:
+        """Whether a frame stamped ``stamp_ns`` or later is in the window: a frame stamped
+        ``stamp_ns`` that is not there is then not still to come."""
+        with self._lock:
+            return any(f.stamp_ns >= stamp_ns for f in self._frames)
 
     def clear(self) -> None:
         with self._lock:
@@ -96,7 +105,7 @@ class TrackingSession:
 
     def __init__(self, engine: Engine, cfg: NodeConfig, decode: Callable[[Any], np.ndarray],
                  publish: Callable[[Frame, list[ObjectResult], dict[int, int]], None],
-                 stats: FrameStats, warn: Callable[[str], None]) -> None:
+                 stats: FrameStats, warn: Callable[[str, str], None]) -> None:
         self.engine, self.cfg = engine, cfg
         self._decode, self._publish, self._warn = decode, publish, warn
         self.stats = stats
@@ -117,8 +126,8 @@ class TrackingSession:
         try:
             frame.rgb = self._decode(frame.msg) if frame.rgb is None else frame.rgb
         except InputError as err:
-            self.stats.on_rejected()
-            self._warn(f"frame {stamp_text(frame.stamp_ns)} rejected: {err}")
+            self.stats.on_rejected(str(err))
+            self._warn(f"frame {stamp_text(frame.stamp_ns)} rejected: {err}", err.kind)
             return
         results = list(self.engine.tracker.track(frame.rgb).objects.values())
         frame.masks = {r.obj_id: r.mask for r in results}
@@ -136,10 +145,12 @@ class TrackingSession:
         return frame
 
     # ---------------------------------------------------------------- prompts
-    def prompt(self, obj_id: int, request: Any, stamp_ns: int) -> PromptOutcome:
-        """Apply an AddPrompt request. Raises InputError / ValueError / KeyError with the reason;
-        then no object and no label has changed."""
-        target, note = self._target_frame(stamp_ns)
+    def prompt(self, obj_id: int, request: Any, stamp_ns: int,
+               asked_at: float | None = None) -> PromptOutcome:
+        """Apply an AddPrompt request (received at ``asked_at``, time.monotonic(): the prompt
+        window is counted from then). Raises InputError / ValueError / KeyError with the
+        reason; then no object and no label has changed."""
+        target, note = self._target_frame(stamp_ns, asked_at)
         prompt = prompt_from_request(request, target.rgb.shape[:2])
         # The engine's own checks (inside the frame, finite, ...) before any replay work.
         parse_prompt(**prompt.kwargs(), frame_hw=target.rgb.shape[:2],
@@ -165,12 +176,14 @@ class TrackingSession:
                f"{result.iou:.2f}")
         return PromptOutcome(obj_id, self.labels[obj_id], target.stamp_ns, result, msg)
 
-    def _target_frame(self, stamp_ns: int) -> tuple[Frame, str]:
-        """The frame a prompt stamped ``stamp_ns`` (0: the newest) applies to, and a note."""
+    def _target_frame(self, stamp_ns: int, asked_at: float | None) -> tuple[Frame, str]:
+        """The frame a prompt stamped ``stamp_ns`` (0: the newest) applies to, and a note.
+        Frames are ordered by arrival (``seq``), never by stamp."""
         cur = self.current
-        if stamp_ns and cur is not None and cur.stamp_ns == stamp_ns:
-            return cur, ""
-        found = self.window.find(stamp_ns) if stamp_ns else None
+        found = self.window.find(stamp_ns, asked_at) if stamp_ns else None
+        if cur is not None and (found is cur or (found is None and stamp_ns and
+                                                 cur.stamp_ns == stamp_ns)):
+            return cur, ""  # the frame the tracker is on (however long ago it came)
         if found is not None and cur is not None and found.seq < cur.seq:
             if found.rgb is None:  # received but skipped: decode it for the replay
                 found.rgb = self._decode(found.msg)
@@ -178,22 +191,22 @@ class TrackingSession:
         if found is not None:  # newer than anything tracked: track it first
             return self._ensure_tracked(found), ""
         newest = self.window.newest()
-        if stamp_ns and (newest is None or newest.stamp_ns < stamp_ns):
+        if stamp_ns and not self.window.has_reached(stamp_ns):
             # Never apply it to an older frame: the object was elsewhere there.
-            seen = (f"the newest received is {stamp_text(newest.stamp_ns)}"
+            seen = (f"the latest received is {stamp_text(newest.stamp_ns)}"
                     if newest is not None else "no frame has been received")
             raise InputError(f"frame {stamp_text(stamp_ns)} has not arrived within "
                              f"prompt_wait_s ({seen}); stamp the prompt with a received "
-                             "frame's header stamp, or 0 for the newest frame")
+                             "frame's header stamp, or 0 for the newest frame", "not_arrived")
         note = ""
         if stamp_ns:
             note = (f" (frame {stamp_text(stamp_ns)} is not among the frames of the last "
                     f"{self.cfg.prompt_window_s:g} s, so the newest frame was used)")
         if cur is None and newest is None:
             raise InputError("no frame received yet: prompts apply to a camera frame")
-        if cur is None or (stamp_ns and cur.stamp_ns < stamp_ns):
-            # the tracker is behind the prompt's frame (newest is then newer than the stamp):
-            # the newest received frame, never an older one
+        if cur is None or (stamp_ns and cur.stamp_ns < stamp_ns and newest.seq > cur.seq):
+            # the tracker may be behind the prompt's frame: the newest received frame, never
+            # an older one
             cur = self._ensure_tracked(newest)
         return cur, note
 

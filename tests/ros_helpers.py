@@ -214,10 +214,19 @@ class RosHarness:
         return self.wait_for(lambda: pub.get_subscription_count() > 0, timeout)
 
     # -------------------------------------------------------------- services
-    def client(self, srv_type, name: str):
-        if name not in self._clients:
-            self._clients[name] = self.node.create_client(srv_type, f"{self.target}/{name}")
-        return self._clients[name]
+    def client(self, srv_type, name: str, depth: int | None = None):
+        """A client of the node's service ``name``; ``depth``: the client's own queue depth
+        (a client that sends a burst of requests needs room for the burst's answers)."""
+        key = name if depth is None else f"{name}#{depth}"
+        if key not in self._clients:
+            kwargs = {}
+            if depth is not None:
+                from rclpy.qos import QoSProfile, ReliabilityPolicy
+                kwargs["qos_profile"] = QoSProfile(depth=depth,
+                                                   reliability=ReliabilityPolicy.RELIABLE)
+            self._clients[key] = self.node.create_client(srv_type, f"{self.target}/{name}",
+                                                         **kwargs)
+        return self._clients[key]
 
     def call(self, srv_type, name: str, request, timeout: float = 30.0):
         """Call a service of the node; the response, or AssertionError on timeout."""

@@ -19,6 +19,7 @@ def node():
 @pytest.fixture(scope="module")
 def ros(node):
     with RosHarness(node) as harness:
+        harness.subscribe("diagnostics")
         yield harness
 
 
@@ -32,6 +33,13 @@ def _configure_fails_with(ros, node, reason: str) -> None:
 def test_configure_refuses_invalid_parameter_override(ros, node):
     _configure_fails_with(ros, node,
                           "image_size=100 must be 0 (the model's own size) or a multiple of 32")
+
+
+def test_diagnostics_say_unconfigured_and_why(ros):
+    """/diagnostics is published before any configure succeeds: the state and the reason."""
+    values = ros.diagnostics(fresh=True)
+    assert values["state"] == "unconfigured"
+    assert "configure failed: invalid parameters: image_size=100" in values["last_error"]
 
 
 def test_configure_refuses_missing_checkpoint(ros, node):

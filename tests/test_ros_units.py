@@ -297,11 +297,57 @@ def test_worker_survives_a_failing_frame_and_times_out_jobs():
         assert worker.run_job(lambda: 1, timeout=5) == 1
         worker.offer("slow")
         time.sleep(0.1)
-        with pytest.raises(TimeoutError, match="did not answer within 0.2 s"):
-            worker.run_job(lambda: 2, timeout=0.2)
+        ran = []
+        with pytest.raises(TimeoutError, match="did not start the request within 0.2 s; it was "
+                                               "cancelled and nothing changed"):
+            worker.run_job(lambda: ran.append(2), timeout=0.2)
         gate.set()
         assert worker.run_job(lambda: 3, timeout=5) == 3
+        assert ran == []  # the timed-out job never ran
         assert [str(e) for e in errors] == ["bad frame"]
+    finally:
+        worker.stop()
+
+
+def test_a_job_that_has_started_is_never_reported_cancelled():
+    """A timeout only cancels a job that has not started; one that is running when the time is
+    up is waited for and its real outcome returned (never 'refused' for something done)."""
+    started, applied = threading.Event(), []
+
+    def slow_job():
+        started.set()
+        time.sleep(0.4)
+        applied.append("done")
+        return "applied"
+
+    worker = LatestFrameWorker(lambda item: None, on_error=lambda e: None).start()
+    try:
+        assert worker.run_job(slow_job, timeout=0.1) == "applied"
+        assert applied == ["done"]
+        started.clear()
+        job = worker.submit(slow_job)
+        assert started.wait(5)
+        assert not job.cancel() and job.finished.wait(5) and job.result == "applied"
+    finally:
+        assert worker.stop()
+    with pytest.raises(RuntimeError, match="shutting down"):
+        worker.submit(lambda: None)
+
+
+def test_worker_queue_is_bounded_and_says_so():
+    gate = threading.Event()
+    worker = LatestFrameWorker(lambda item: None, on_error=lambda e: None, max_jobs=2).start()
+    try:
+        worker.submit(lambda: gate.wait(5))
+        end = time.monotonic() + 5
+        while worker.pending_jobs() and time.monotonic() < end:  # the first one is running
+            time.sleep(0.01)
+        queued = [worker.submit(lambda: None) for _ in range(2)]
+        with pytest.raises(OverflowError,
+                           match=r"2 requests are already waiting for the tracker \(at most 2\)"):
+            worker.submit(lambda: None)
+        gate.set()
+        assert all(j.finished.wait(5) and j.error is None for j in queued)
     finally:
         worker.stop()
 
@@ -349,3 +395,120 @@ def test_prompt_on_a_frame_the_tracker_has_not_reached_uses_the_newest_frame():
     assert "newest frame was used" in out.message
     # a prompt on the tracker's own frame still applies there
     assert session.prompt(1, req, stamp_ns=2_000).applied_stamp_ns == 2_000
+
+
+# ------------------------------------------------------- hostile input, cheap checks
+def _png(width: int, height: int) -> bytes:
+    import struct
+    import zlib
+
+    ihdr = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)
+    body = b"IHDR" + ihdr
+    return (b"\x89PNG\r\n\x1a\n" + struct.pack(">I", len(ihdr)) + body +
+            struct.pack(">I", zlib.crc32(body)) + b"\x00" * 16)
+
+
+def test_compressed_size_is_read_from_the_header():
+    from sam2_ros.conversions import compressed_size
+
+    ok, jpg = cv2.imencode(".jpg", np.zeros((30, 50, 3), np.uint8))
+    assert compressed_size(jpg.tobytes()) == ("jpeg", 50, 30)
+    ok, png = cv2.imencode(".png", np.zeros((7, 9), np.uint8))
+    assert compressed_size(png.tobytes()) == ("png", 9, 7)
+    assert compressed_size(_png(10000, 10000)) == ("png", 10000, 10000)
+    with pytest.raises(InputError, match="unsupported compressed format .first bytes 474946"):
+        compressed_size(b"GIF89a" + bytes(30))
+    with pytest.raises(InputError, match="jpeg.: no frame header"):
+        compressed_size(jpg.tobytes()[:20])
+
+
+@pytest.mark.parametrize("width,height", [(10000, 10000), (20000, 240), (240, 9000)])
+def test_compressed_images_over_the_cap_are_refused_before_decoding(width, height, monkeypatch):
+    def no_decoding(*args, **kwargs):
+        raise AssertionError("decoded an image over the size cap")
+    monkeypatch.setattr(cv2, "imdecode", no_decoding)
+    with pytest.raises(InputError, match=f"image too large .{width}x{height}, png header.: at "
+                                         "most 8192 pixels a side"):
+        compressed_to_rgb(CompressedImage(format="png", data=_png(width, height)))
+
+
+def test_raw_and_compressed_share_the_side_cap():
+    msg = _msg(np.zeros((2, 20, 3), np.uint8), "rgb8")
+    with pytest.raises(InputError, match="at most 16 pixels a side"):
+        image_to_rgb(msg, max_side=16)
+    ok, png = cv2.imencode(".png", np.zeros((2, 20, 3), np.uint8))
+    with pytest.raises(InputError, match="at most 16 pixels a side"):
+        compressed_to_rgb(CompressedImage(format="png", data=png.tobytes()), max_side=16)
+
+
+def test_input_errors_name_their_kind():
+    cases = [(_broken(encoding="rgb42"), "encoding"), (_broken(data=b"1"), "truncated"),
+             (_broken(width=100000), "too_large"), (_broken(step=1), "step")]
+    for msg, kind in cases:
+        with pytest.raises(InputError) as err:
+            image_to_rgb(msg)
+        assert err.value.kind == kind
+
+
+def test_prompt_size_caps():
+    from engine.prompts import MAX_POINTS, parse_prompt
+    from sam2_ros.conversions import check_prompt_size
+
+    n = MAX_POINTS + 1
+    req = AddPrompt.Request(points_x=[1.0] * n, points_y=[1.0] * n, labels=[1] * n)
+    with pytest.raises(InputError, match=f"too many clicks: {n} in one prompt, at most "
+                                         f"{MAX_POINTS}"):
+        prompt_from_request(req, (6, 8))
+    with pytest.raises(ValueError, match=f"too many clicks: {n}"):
+        parse_prompt(points=[(1, 1)] * n, labels=[1] * n, frame_hw=(6, 8), image_size=64)
+    req = AddPrompt.Request()
+    fill_image(req.mask, np.ones((6, 8), np.uint8), "mono8")
+    check_prompt_size(req)  # the frame's size: fine
+    req.mask.data = bytes(6 * 8 * 100)
+    with pytest.raises(InputError, match="mask prompt too large: 4800 bytes"):
+        check_prompt_size(req)
+
+
+def test_log_throttle_is_per_kind_and_bounded():
+    from sam2_ros.diagnostics import LogThrottle
+
+    throttle = LogThrottle(period_s=5.0, max_kinds=4)
+    assert throttle.allow("encoding", now=0.0) == 0
+    assert [throttle.allow("encoding", now=t) for t in (1.0, 2.0)] == [None, None]
+    assert throttle.allow("truncated", now=2.0) == 0  # another kind is not held back
+    assert throttle.allow("encoding", now=6.0) == 2  # and says how many it held
+    for i in range(100):  # unbounded kinds share one slot
+        throttle.allow(f"kind{i}", now=7.0)
+    assert len(throttle) <= 4
+
+
+def test_diagnostics_level_follows_failures_and_state():
+    from diagnostic_msgs.msg import DiagnosticStatus
+
+    from sam2_ros.diagnostics import FrameStats, diagnostic_array
+
+    stats = FrameStats()
+    stats.on_processed(0.01, 0)
+    stats.on_processed(0.01, 0)
+    level = lambda state="active": diagnostic_array(  # noqa: E731
+        None, "n", "h", stats.snapshot(), {}, state).status[0]
+    assert level().level == DiagnosticStatus.OK
+    stats.on_worker_error("RuntimeError('boom')")
+    status = level()
+    assert status.level == DiagnosticStatus.ERROR and "boom" in status.message
+    stats.on_processed(0.01, 0)
+    assert level().level == DiagnosticStatus.OK  # recovered
+    assert level("inactive").level == DiagnosticStatus.WARN
+    stats.on_configure_failed("configure failed: no such file")
+    status = level("unconfigured")
+    assert status.level == DiagnosticStatus.ERROR and "no such file" in status.message
+
+
+def test_shm_segment_of_the_profiles():
+    from sam2_ros.transport import FASTDDS_DEFAULT_SEGMENT, shm_segment_bytes
+
+    for name in ("fastdds_profile.xml", "fastdds_loopback.xml"):
+        path = str(ROOT / "config" / name)
+        assert shm_segment_bytes({"FASTRTPS_DEFAULT_PROFILES_FILE": path}) == 32 * 2**20
+    assert shm_segment_bytes({}) == FASTDDS_DEFAULT_SEGMENT
+    assert shm_segment_bytes({"RMW_IMPLEMENTATION": "rmw_cyclonedds_cpp"}) is None
