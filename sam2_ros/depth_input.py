@@ -30,6 +30,14 @@ from engine.depth import Intrinsics, same_field_of_view
 
 from .conversions import InputError
 
+
+class DepthError(InputError):
+    """A depth input the node cannot use: "<kind>: <what was wrong and what was expected>";
+    its kind (the log is throttled per kind) is the text before the colon."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message, kind=message.split(":", 1)[0])
+
 # encoding -> (dtype, metres per unit)
 DEPTH_ENCODINGS: dict[str, tuple[np.dtype, float]] = {
     "16UC1": (np.dtype(np.uint16), 0.001),  # millimetres (RealSense, OAK, ...)
@@ -47,18 +55,18 @@ def depth_array(msg) -> tuple[np.ndarray, float]:
     """sensor_msgs/Image of depth -> ((H, W) array viewing its data, metres per unit)."""
     enc = msg.encoding
     if enc not in DEPTH_ENCODINGS:
-        raise InputError(f"encoding: depth image encoding {enc!r} is not supported; expected "
+        raise DepthError(f"encoding: depth image encoding {enc!r} is not supported; expected "
                          f"{_EXPECTED}")
     dtype, scale = DEPTH_ENCODINGS[enc]
     h, w, step = int(msg.height), int(msg.width), int(msg.step)
     row = w * dtype.itemsize
     if h == 0 or w == 0:
-        raise InputError(f"empty: depth image is {w}x{h}")
+        raise DepthError(f"empty: depth image is {w}x{h}")
     if step < row or step % dtype.itemsize:
-        raise InputError(f"step: depth image step {step} does not fit rows of {w} {enc} pixels "
+        raise DepthError(f"step: depth image step {step} does not fit rows of {w} {enc} pixels "
                          f"({row} bytes, a multiple of {dtype.itemsize})")
     if len(msg.data) < h * step:
-        raise InputError(f"truncated: depth image has {len(msg.data)} bytes, expected "
+        raise DepthError(f"truncated: depth image has {len(msg.data)} bytes, expected "
                          f"height*step = {h}*{step} = {h * step}")
     order = ">" if msg.is_bigendian else "<"
     arr = np.frombuffer(msg.data, dtype.newbyteorder(order), count=h * step // dtype.itemsize)
@@ -68,15 +76,15 @@ def depth_array(msg) -> tuple[np.ndarray, float]:
 def intrinsics_from_info(info, width: int, height: int) -> Intrinsics:
     """The pinhole intrinsics of a CameraInfo (its K) for a depth image of width x height."""
     if info is None:
-        raise InputError("camera_info: no CameraInfo received on depth/camera_info yet; the "
+        raise DepthError("camera_info: no CameraInfo received on depth/camera_info yet; the "
                          "depth image's intrinsics (K) are needed")
     if (info.width, info.height) not in ((0, 0), (width, height)):
-        raise InputError(f"camera_info: CameraInfo is for {info.width}x{info.height} images but "
+        raise DepthError(f"camera_info: CameraInfo is for {info.width}x{info.height} images but "
                          f"the depth image is {width}x{height}")
     try:
         return Intrinsics.from_k(info.k)
     except ValueError as err:
-        raise InputError(f"camera_info: bad camera matrix K {list(info.k)}: {err}") from None
+        raise DepthError(f"camera_info: bad camera matrix K {list(info.k)}: {err}") from None
 
 
 @dataclass(frozen=True)
@@ -138,7 +146,7 @@ class DepthInput:
         gap_s = (depth_ns - stamp_ns) / 1e9
         if abs(gap_s) > tolerance_s:
             newest = max(c[0] for c in candidates)
-            raise InputError(
+            raise DepthError(
                 f"stamp: the nearest depth image is {abs(gap_s):.3f} s "
                 f"{'newer' if gap_s > 0 else 'older'} than the colour frame (newest depth "
                 f"{(newest - stamp_ns) / 1e9:+.3f} s from it); expected one within "
@@ -146,7 +154,7 @@ class DepthInput:
         depth, scale = depth_array(msg)
         (h, w), (hd, wd) = frame_hw, depth.shape
         if not same_field_of_view((h, w), (hd, wd)):
-            raise InputError(f"size: depth image is {wd}x{hd} but the colour frame is {w}x{h}, "
+            raise DepthError(f"size: depth image is {wd}x{hd} but the colour frame is {w}x{h}, "
                              "another aspect ratio; an aligned depth image has the colour "
                              "image's size (e.g. RealSense aligned_depth_to_color) or its field "
                              "of view at another resolution")

@@ -68,7 +68,7 @@ def make_runtime(backend: str, model_or_checkpoint, device="cpu", *,
     the graph backends (default: what a tracker with ``MAX_COND_FRAMES`` prompted frames per
     object can select: 4 + 6 spatial memories, 4 + 15 pointers).
     """
-    check_backend(backend, opts.get("precision"), device)
+    check_backend(backend, opts.get("precision"))  # devices: each runtime says what it lacks
     model = load_sam2(model_or_checkpoint, model_name, image_size)
     capacity = capacity or MemoryCapacity.for_bank(model.cfg, MAX_COND_FRAMES)
     cache_dir = Path(cache_dir) if cache_dir is not None else default_cache_dir()
