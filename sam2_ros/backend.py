@@ -11,6 +11,8 @@ import time
 from dataclasses import dataclass, replace
 from typing import Any, Callable
 
+from engine.backends import check_backend
+
 from .config import NodeConfig
 
 RANDOM_WEIGHTS_WARNING = ("random weights: masks are not meaningful; pass checkpoint:=... for "
@@ -31,15 +33,12 @@ class Engine:
     warmup_s: float = 0.0  # seconds the model's first run (``warm_up``) took
 
 
-_PRECISIONS = {"torch": ("fp32", "bf16"), "onnxruntime": ("fp32", "fp16"),
-               "tensorrt": ("fp16", "fp32")}
-
-
 def build_engine(cfg: NodeConfig) -> Engine:
     """The tracker ``cfg`` asks for. Raises BackendError naming what is wrong."""
-    if cfg.precision not in _PRECISIONS[cfg.backend]:
-        raise BackendError(f"precision {cfg.precision!r} is not supported by the {cfg.backend} "
-                           f"backend; use one of {', '.join(_PRECISIONS[cfg.backend])}")
+    try:
+        check_backend(cfg.backend, cfg.precision)
+    except ValueError as err:
+        raise BackendError(str(err)) from None
     import torch
 
     from engine.config import parse_memory_rule

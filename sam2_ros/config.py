@@ -14,10 +14,8 @@ import re
 from dataclasses import dataclass, field, fields
 from typing import Any, Callable
 
+from engine.backends import BACKENDS, PRECISIONS
 from engine.config import MEMORY_RULE_EXPECTED, known_models, parse_memory_rule
-
-BACKENDS = ("torch", "onnxruntime", "tensorrt")
-PRECISIONS = ("fp32", "fp16", "bf16")
 TRANSPORTS = ("raw", "compressed")
 QOS_PROFILES = ("sensor_data", "reliable")
 _DEVICE = re.compile(r"^(cpu|cuda(:\d+)?)$")

@@ -7,7 +7,7 @@ thread only receives messages and answers services. A service request never bloc
 it awaits its frame and its turn on the worker, in a callback group of its own, so frames,
 lifecycle and parameter services go on meanwhile. SIGINT/SIGTERM stop the worker before the
 context shuts down, and the process exits within ``SHUTDOWN_BUDGET_S`` whatever is running.
-Topics, services and parameters: SPEC 6.
+Topics, services and parameters: the README's node table and config/sam2.yaml.
 
     python -m sam2_ros.node --ros-args -p autostart:=true -r image:=/camera/image_raw
 """
