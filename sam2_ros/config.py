@@ -77,7 +77,8 @@ class NodeConfig:
     checkpoint: str = _param("", "path of a checkpoint (.pt, Meta's format); empty: the model's "
                                  "bundled weights (sam2_ros_compact), or for Meta's models random "
                                  "weights (masks not meaningful: plumbing tests only)")
-    engine_dir: str = _param("", "folder of cached ONNX exports and TensorRT engines (onnxruntime, tensorrt); empty: the default cache")
+    engine_dir: str = _param("", "folder of cached ONNX exports and TensorRT engines "
+                                 "(onnxruntime, tensorrt); empty: the default cache")
     backend: str = _param("torch", "inference runtime", _one_of(*BACKENDS))
     device: str = _param("cpu", "torch device: cpu, cuda or cuda:N", _device)
     precision: str = _param("fp32", "inference precision", _one_of(*PRECISIONS))

@@ -451,10 +451,10 @@ class Sam2Node(LifecycleNode):
 
     # ----------------------------------------------------------------- services
     async def _call_worker(self, fn) -> tuple[Any, str | None, str]:
-        """Run ``fn`` on the worker without blocking the executor; (result, None) or (None,
-        the reason it failed, and its kind: for the log's throttle). A request the worker has not started within
-        service_timeout_s is cancelled: it never runs, and the reason says nothing changed.
-        One already running is waited for, and its real outcome answered."""
+        """Run ``fn`` on the worker without blocking the executor; (result, None, "") or
+        (None, the reason it failed, its kind for the log's throttle). A request the worker has
+        not started within service_timeout_s is cancelled: it never runs, and the reason says
+        nothing changed. One already running is waited for, and its real outcome answered."""
         worker, cfg = self._worker, self.cfg
         if worker is None:
             return None, "node is not configured", "unconfigured"

@@ -56,7 +56,8 @@ def test_configure_refuses_corrupt_checkpoint(ros, node, tmp_path):
 
 def test_configure_refuses_unavailable_backend(ros, node):
     assert ros.set_parameters(checkpoint="", backend="tensorrt")[0].successful
-    _configure_fails_with(ros, node, "could not start the tensorrt runtime: backend 'tensorrt' needs NVIDIA TensorRT")
+    _configure_fails_with(ros, node, "could not start the tensorrt runtime: backend 'tensorrt' "
+                                     "needs NVIDIA TensorRT")
 
 
 def test_configure_succeeds_once_fixed_and_shuts_down(ros, node):

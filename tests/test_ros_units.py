@@ -244,7 +244,8 @@ def test_valid_parameters_and_int_for_float():
     assert check_parameter("prompt_window_s", 1) is None  # an int where a float is expected
     cfg = NodeConfig.from_values({**defaults(), "prompt_window_s": 1, "max_objects": 300})
     assert cfg.prompt_window_s == 1.0 and cfg.label_encoding == "mono16"
-    with pytest.raises(ValueError, match="device='tpu' must be.*image_size=100 must be 0 .the model's own size. or a multiple"):
+    with pytest.raises(ValueError, match="device='tpu' must be.*image_size=100 must be 0 .the "
+                                         "model's own size. or a multiple"):
         NodeConfig.from_values({**defaults(), "image_size": 100, "device": "tpu"})
 
 
