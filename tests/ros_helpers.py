@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 import numpy as np
+import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 LOOPBACK_PROFILE = ROOT / "config" / "fastdds_loopback.xml"
@@ -54,6 +55,24 @@ def ros_args(params: dict[str, Any], remaps: dict[str, str] | None = None) -> li
     for k, v in (remaps or {}).items():
         args += ["-r", f"{k}:={v}"]
     return args
+
+
+def node_process_fixtures(params: dict[str, Any]):
+    """Fixtures of a test module over one ``sam2_node`` process with ``params``: ``node`` (the
+    process, for the module) and ``_node_alive`` (autouse: the node still runs after each
+    test). Use as ``node, _node_alive = node_process_fixtures(PARAMS)``."""
+
+    @pytest.fixture(scope="module")
+    def node():
+        with NodeProcess(params) as proc:
+            yield proc
+
+    @pytest.fixture(autouse=True)
+    def _node_alive(node):
+        yield
+        assert node.alive(), "sam2_node died:\n" + node.log()[-3000:]
+
+    return node, _node_alive
 
 
 class NodeProcess:

@@ -17,7 +17,7 @@ from visualization_msgs.msg import Marker, MarkerArray
 
 from engine.depth import locate_object
 from engine.synthetic import Scene, click_inside
-from ros_helpers import NodeProcess, RosHarness, stamp_of
+from ros_helpers import RosHarness, node_process_fixtures, stamp_of
 from sam2_ros.conversions import fill_image
 
 W, H = 160, 120
@@ -32,10 +32,7 @@ def scene():
     return s, list(s.frames(12))
 
 
-@pytest.fixture(scope="module")
-def node():
-    with NodeProcess(PARAMS) as proc:
-        yield proc
+node, _node_alive = node_process_fixtures(PARAMS)
 
 
 @pytest.fixture(scope="module")
@@ -57,12 +54,6 @@ def ros(node):
                 harness.node.destroy_subscription(sub)
             harness.node.destroy_publisher(harness.depth_pub)
             harness.node.destroy_publisher(harness.info_pub)
-
-
-@pytest.fixture(autouse=True)
-def _node_alive(node):
-    yield
-    assert node.alive(), "sam2_node died:\n" + node.log()[-3000:]
 
 
 def camera_info(scene: Scene, k=None, stamp_ns: int = 0) -> CameraInfo:

@@ -16,7 +16,7 @@ import pytest
 from sensor_msgs.msg import CompressedImage, Image
 
 from engine.synthetic import Scene, click_inside
-from ros_helpers import NodeProcess, RosHarness
+from ros_helpers import RosHarness, node_process_fixtures
 from sam2_ros.conversions import fill_image
 from sam2_ros_interfaces.srv import AddPrompt
 
@@ -31,10 +31,7 @@ def scene_frames():
     return list(scene.frames(40))
 
 
-@pytest.fixture(scope="module")
-def node():
-    with NodeProcess(PARAMS) as proc:
-        yield proc
+node, _node_alive = node_process_fixtures(PARAMS)
 
 
 @pytest.fixture(scope="module")
@@ -42,12 +39,6 @@ def ros(node):
     with RosHarness(node) as harness:
         harness.subscribe("masks", "tracks", "overlay", "diagnostics")
         yield harness
-
-
-@pytest.fixture(autouse=True)
-def _node_alive(node):
-    yield
-    assert node.alive(), "sam2_node died:\n" + node.log()[-3000:]
 
 
 def next_stamp(ros) -> int:

@@ -21,7 +21,7 @@ from sensor_msgs.msg import CompressedImage, Image
 
 from engine.prompts import MAX_POINTS
 from engine.synthetic import Scene, click_inside
-from ros_helpers import NodeProcess, RosHarness
+from ros_helpers import NodeProcess, RosHarness, node_process_fixtures
 from sam2_ros.conversions import fill_image
 from sam2_ros_interfaces.srv import AddPrompt
 
@@ -36,10 +36,7 @@ def scene_frames():
     return list(Scene(W, H, 2, seed=7, object_size=(24, 36)).frames(40))
 
 
-@pytest.fixture(scope="module")
-def node():
-    with NodeProcess(PARAMS) as proc:
-        yield proc
+node, _node_alive = node_process_fixtures(PARAMS)
 
 
 @pytest.fixture(scope="module")
@@ -48,12 +45,6 @@ def ros(node):
         harness.subscribe("tracks", "diagnostics")
         assert harness.wait_subscribers(30.0), node.log()
         yield harness
-
-
-@pytest.fixture(autouse=True)
-def _node_alive(node):
-    yield
-    assert node.alive(), "sam2_node died:\n" + node.log()[-3000:]
 
 
 def ns(t) -> int:
