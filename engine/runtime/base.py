@@ -70,14 +70,15 @@ class GraphRuntime:
         self.parts = parts
         self.capacity = capacity
         self.device = device
+        # what each graph declares, by part (a graph leaves out inputs its model never reads)
+        self._declared = {name: {spec.name for spec in p.inputs} for name, p in parts.items()}
 
     def _run(self, part: str, **feed: Tensor) -> dict[str, Tensor]:
         """Run one part on the inputs it declares: a graph leaves out what its model never
         reads (SAM 2.0's memory encoder takes no presence logits); every declared input must
         be in ``feed`` (the part's check names a missing one)."""
-        runner = self.parts[part]
-        declared = {spec.name for spec in runner.inputs}
-        return runner.run({name: t for name, t in feed.items() if name in declared})
+        declared = self._declared[part]
+        return self.parts[part].run({name: t for name, t in feed.items() if name in declared})
 
     def encode_image(self, image: Tensor) -> ImageFeatures:
         out = self._run("image_encoder", image=image)
