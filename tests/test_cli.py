@@ -15,7 +15,7 @@ import torch
 from engine.cli import CLIError, main, parse_prompt_arg
 from engine.config import get_config
 from engine.model.sam2 import SAM2Model
-from engine.synthetic import Scene, click_inside
+from engine.tools.synthetic import Scene, click_inside
 from engine.video import FramePrompt, merge_prompts
 
 MODEL = "sam2.1_hiera_tiny"
