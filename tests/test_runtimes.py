@@ -245,8 +245,11 @@ def test_torch_bf16_tracks_like_fp32():
 
 def test_torch_precision_is_checked(model):
     with pytest.raises(ValueError, match="precision 'fp16' is not supported by the torch "
-                                         "runtime; use one of fp32, bf16"):
+                                         "backend on cpu; use one of fp32, bf16"):
         TorchRuntime(model, precision="fp16")
+    with pytest.raises(ValueError, match="precision 'int8' is not supported by the torch "
+                                         "runtime; use one of fp32, tf32, bf16, fp16"):
+        TorchRuntime(model, precision="int8")
 
 
 # ------------------------------------------------------------------ input checks
