@@ -36,7 +36,7 @@ class Engine:
 def build_engine(cfg: NodeConfig) -> Engine:
     """The tracker ``cfg`` asks for. Raises BackendError naming what is wrong."""
     try:
-        check_backend(cfg.backend, cfg.precision)
+        check_backend(cfg.backend, cfg.precision, cfg.device)
     except ValueError as err:
         raise BackendError(str(err)) from None
     import torch
@@ -130,6 +130,9 @@ def _make_runtime(cfg: NodeConfig, model: Any, threads: int) -> Any:
     from engine.runtime import make_runtime
 
     opts: dict[str, Any] = {"precision": cfg.precision}
+    if cfg.backend == "torch" and cfg.compile:
+        opts.update(compile=True,
+                    capacity=MemoryCapacity.for_bank(model.cfg, cfg.max_cond_frames))
     if cfg.backend != "torch":
         opts = {"precision": cfg.precision,
                 "capacity": MemoryCapacity.for_bank(model.cfg, cfg.max_cond_frames),
