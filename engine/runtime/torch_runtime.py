@@ -14,8 +14,9 @@ Precisions (``precision``):
 bf16 on a CPU is taken only where it is faster: the first bf16 runtime of a process measures
 one bfloat16 autocast matrix product of the memory attention's shape against fp32
 (``cpu_bf16_probe``, about half a second) and runs fp32 instead, saying so in ``self.note``
-and a warning, unless bf16 is at least ``CPU_BF16_MIN_SPEEDUP`` times faster. Measured figures
-per CPU: engine/benchmarks/results/cpu_bf16.md.
+and a warning, unless bf16 is at least ``CPU_BF16_MIN_SPEEDUP`` times faster
+(``$SAM2_ROS_CPU_BF16``: ``on`` skips the probe, ``off`` never runs bf16 on a CPU). Measured
+figures per CPU: engine/benchmarks/results/cpu_bf16.md.
 
 ``compile=True`` (or a backend name of ``COMPILE_BACKENDS``) compiles the per-frame tracking
 step, four static graphs: the image encoder,
@@ -48,6 +49,7 @@ a GPU the whole batch goes in one call.
 """
 from __future__ import annotations
 
+import os
 import time
 import warnings
 from contextlib import contextmanager
@@ -67,8 +69,10 @@ from ..model.sam2 import DecoderOutput, ImageFeatures, SAM2Model
 # Largest projected key tensor (objects x memory tokens x d_model, fp32) one eager CPU memory
 # attention call gets; measured on a 2-core AMD EPYC (see the module docstring).
 CPU_ATTENTION_GROUP_BYTES = 9 * 2**20
-# bf16 on a CPU must beat fp32 by this factor in ``cpu_bf16_probe`` to be used.
+# bf16 on a CPU must beat fp32 by this factor in ``cpu_bf16_probe`` to be used; the
+# environment variable overrides the probe: "on" (always bf16), "off" (never), "auto".
 CPU_BF16_MIN_SPEEDUP = 1.1
+CPU_BF16_ENV = "SAM2_ROS_CPU_BF16"
 # Graphs one compiled function may hold (object counts x memory buckets); torch's default (8)
 # would silently fall back to eager past it.
 RECOMPILE_LIMIT = 64
@@ -100,7 +104,7 @@ class Bf16Probe:
 _PROBES: dict[int, Bf16Probe] = {}
 
 
-def cpu_bf16_probe(repeats: int = 5, calls: int = 4) -> Bf16Probe:
+def cpu_bf16_probe(repeats: int = 7, calls: int = 3) -> Bf16Probe:
     """Time a memory-attention-sized linear layer on this CPU in fp32 and under bf16 autocast
     (best of ``repeats`` runs of ``calls`` calls, after a warm-up); cached per thread count."""
     threads = torch.get_num_threads()
@@ -109,19 +113,17 @@ def cpu_bf16_probe(repeats: int = 5, calls: int = 4) -> Bf16Probe:
     gen = torch.Generator().manual_seed(0)
     x, w = torch.randn(1024, 256, generator=gen), torch.randn(2048, 256, generator=gen)
 
-    def best(low: bool) -> float:
+    def once(low: bool) -> float:
         with torch.inference_mode(), torch.autocast("cpu", torch.bfloat16, enabled=low):
-            F.linear(x, w)
-            F.linear(x, w)
-            times = []
-            for _ in range(repeats):
-                start = time.perf_counter()
-                for _ in range(calls):
-                    F.linear(x, w)
-                times.append((time.perf_counter() - start) / calls)
-        return min(times)
+            start = time.perf_counter()
+            for _ in range(calls):
+                F.linear(x, w)
+            return (time.perf_counter() - start) / calls
 
-    _PROBES[threads] = Bf16Probe(threads, best(False), best(True))
+    once(False), once(True)  # warm-up: oneDNN picks and builds its kernels
+    # fp32 and bf16 alternate, best of each: a burst of load elsewhere hits both alike
+    times = [(once(False), once(True)) for _ in range(repeats)]
+    _PROBES[threads] = Bf16Probe(threads, min(t[0] for t in times), min(t[1] for t in times))
     return _PROBES[threads]
 
 
@@ -170,11 +172,19 @@ class TorchRuntime:
                              f"use one of {', '.join(self.PRECISIONS)}")
         check_backend("torch", precision, str(device))
         self.note = ""
-        if precision == "bf16" and device.type == "cpu":
-            probe = cpu_bf16_probe()
-            if probe.speedup < CPU_BF16_MIN_SPEEDUP:
-                self.note = (f"bf16 asked for, running fp32: on this CPU {probe.describe()}, "
-                             f"below the {CPU_BF16_MIN_SPEEDUP}x bf16 needs to pay off")
+        choice = os.environ.get(CPU_BF16_ENV, "auto") if precision == "bf16" else "auto"
+        if choice not in ("auto", "on", "off"):
+            raise ValueError(f"${CPU_BF16_ENV} must be auto, on or off, got {choice!r}")
+        if precision == "bf16" and device.type == "cpu" and choice != "on":
+            if choice == "off":
+                self.note = f"bf16 asked for, running fp32: ${CPU_BF16_ENV}=off"
+            else:
+                probe = cpu_bf16_probe()
+                if probe.speedup < CPU_BF16_MIN_SPEEDUP:
+                    self.note = (f"bf16 asked for, running fp32: on this CPU "
+                                 f"{probe.describe()}, below the {CPU_BF16_MIN_SPEEDUP}x bf16 "
+                                 f"needs to pay off (${CPU_BF16_ENV}=on forces bf16)")
+            if self.note:
                 warnings.warn(self.note, RuntimeWarning, stacklevel=2)
                 precision = "fp32"
         self.model = model.to(device).eval()
