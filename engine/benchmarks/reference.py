@@ -92,6 +92,7 @@ class ReferenceVideo:
         if any(f.shape[:2] != (size, size) for f in frames):
             raise ValueError(f"reference frames must be {size}x{size} (no resizing on either side)")
         images = normalised_frames(frames, size)
+        images = images.to(device)  # where Meta's loader puts them (no offloading)
         with mock.patch.object(vp, "load_video_frames", lambda **kw: (images, size, size)):
             self.state = predictor.init_state(video_path="synthetic")
         with _no_hole_filling_warning(), torch.inference_mode(), self._amp():
