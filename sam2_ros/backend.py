@@ -36,7 +36,7 @@ class Engine:
 def build_engine(cfg: NodeConfig) -> Engine:
     """The tracker ``cfg`` asks for. Raises BackendError naming what is wrong."""
     try:
-        check_backend(cfg.backend, cfg.precision, cfg.device)
+        check_backend(cfg.backend, cfg.precision)
     except ValueError as err:
         raise BackendError(str(err)) from None
     import torch

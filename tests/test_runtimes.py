@@ -307,9 +307,12 @@ def test_unknown_backend_is_refused(model):
         make_runtime("tensorrtt", model)
 
 
-def test_torch_compile_is_gpu_only(model):
-    with pytest.raises(ValueError, match="compile=True needs a CUDA device"):
-        TorchRuntime(model, "cpu", compile=True)
+def test_torch_compile_runs_on_cpu_too(model):
+    """compile=True means inductor (CUDA graphs on a GPU only); on a CPU it compiles too
+    (slowly: tests/test_torch_fast.py checks compiled against eager)."""
+    runtime = TorchRuntime(model, "cpu", compile=True)
+    assert runtime.compiled == "inductor" and not runtime._cuda_graphs
+    assert runtime.memory_slots(1, 1) == (model.cfg.num_maskmem, model.cfg.max_obj_ptrs)
 
 
 @pytest.mark.skipif(HAS_CUDA, reason="a CUDA GPU is present: the CPU-only refusal is moot")
