@@ -3,7 +3,7 @@
 VENV ?= .venv
 PY := $(VENV)/bin/python
 
-.PHONY: setup demo test
+.PHONY: setup demo test gpu-bundle gpu-check
 setup:
 	@./setup_venv.sh
 
@@ -12,3 +12,13 @@ demo: setup
 
 test: setup
 	$(PY) -m pytest -q tests $(ARGS)
+
+# The GPU check (engine/benchmarks/gpu.py) and the folder of pure-Python packages it carries to
+# a GPU machine where nothing can be installed (built here, from the package registry).
+# gpu-check runs the venv's Python where there is one, else the machine's python3.
+GPU_PY ?= $(if $(wildcard $(PY)),$(PY),python3)
+gpu-bundle: setup
+	$(PY) -m engine.benchmarks.gpu_bundle $(ARGS)
+
+gpu-check:
+	$(GPU_PY) -m engine.benchmarks.gpu $(ARGS)

@@ -142,8 +142,12 @@ def build_parser() -> argparse.ArgumentParser:
     track.add_argument("--backend", choices=BACKENDS, default="torch")
     track.add_argument("--device", default="cpu")
     track.add_argument("--precision", default=None,
-                       help=f"default first: {describe_precisions()} (torch bf16: image "
-                            "encoder and memory attention in bfloat16)")
+                       help=f"default first: {describe_precisions()} (torch bf16 / fp16: "
+                            "image encoder and memory attention under autocast; tf32 and "
+                            "fp16 on cuda only)")
+    track.add_argument("--compile", action="store_true",
+                       help="torch: compile the per-frame step (torch.compile, CUDA graphs on "
+                            "a GPU); the first frames take minutes")
     track.add_argument("--threads", type=int, default=None, help="CPU threads (default: torch's)")
     track.add_argument("--seed", type=int, default=0, help="seed of the random weights")
     track.add_argument("--max-cond-frames", type=int, default=4,
@@ -236,6 +240,10 @@ def timed_tracker(args, model, prompts):
     opts = {"threads": args.threads or 0} if args.backend == "onnxruntime" else {}
     if args.precision:
         opts["precision"] = args.precision
+    if args.compile:
+        if args.backend != "torch":
+            raise ValueError(f"--compile applies to the torch backend, not {args.backend}")
+        opts["compile"] = True
     if args.backend != "torch":
         opts["log"] = tqdm.write
     runtime = make_runtime(args.backend, model, device=args.device, cache_dir=args.cache_dir,

@@ -65,6 +65,33 @@ class MemoryCapacity:
         return f"m{self.spatial}p{self.pointers}"
 
 
+def spatial_buckets(cfg: ModelConfig, capacity: MemoryCapacity) -> tuple[int, ...]:
+    """Spatial-memory counts a compiled memory attention is built for: ``num_maskmem`` (a
+    bank with one prompted frame, once full: what most frames attend to) and the capacity
+    (more prompted frames), those that fit. A memory of ``s`` spatial memories is padded to
+    the smallest bucket >= s: the few frames that fill a new bank attend to padding (weight
+    exactly 0) rather than each compiling a graph of its own."""
+    wanted = {cfg.num_maskmem, capacity.spatial}
+    return tuple(sorted(n for n in wanted if n <= capacity.spatial))
+
+
+def bucket_for(cfg: ModelConfig, capacity: MemoryCapacity, spatial: int,
+               pointers: int) -> MemoryCapacity:
+    """The bucket a memory of ``spatial`` memories and ``pointers`` object pointers is padded
+    to: spatial memories up to the next of ``spatial_buckets``; pointers (a few tokens each) to
+    ``max_obj_ptrs`` or the capacity. ValueError when it does not fit the capacity."""
+    if spatial > capacity.spatial or pointers > capacity.pointers or spatial < 0 \
+            or pointers < 0:
+        raise ValueError(f"a memory of {spatial} spatial memories and {pointers} pointers does "
+                         f"not fit the capacity {capacity.spatial} spatial memories and "
+                         f"{capacity.pointers} pointers; build the runtime with a larger "
+                         "capacity, e.g. MemoryCapacity.for_bank(cfg, max_cond_frames)")
+    s = next(n for n in spatial_buckets(cfg, capacity) if n >= max(spatial, 1))
+    p = cfg.max_obj_ptrs if pointers <= cfg.max_obj_ptrs <= capacity.pointers \
+        else capacity.pointers
+    return MemoryCapacity(s, p)
+
+
 def pad_to_capacity(cfg: ModelConfig, capacity: MemoryCapacity, memory: torch.Tensor,
                     memory_pos: torch.Tensor, num_obj_ptr_tokens: int,
                     memory_valid: torch.Tensor | None

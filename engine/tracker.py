@@ -309,30 +309,44 @@ class StreamingTracker:
 
     def _assemble(self, selections: list[MemorySelection]) -> _Memory:
         """Pad each object's memories to a common length: spatial memories (h*w tokens each)
-        first, then object pointers (d_model / mem_dim tokens each)."""
+        first, then object pointers (d_model / mem_dim tokens each). A runtime with
+        ``memory_slots`` (the compiled torch runtime) names the slots to pad to (its bucket);
+        padded tokens are zero and marked invalid. One copy per object and part, and one
+        small upload of the lengths: no host sync."""
         hw, mem_dim = self.cfg.feat_size ** 2, self.cfg.mem_dim
         split = self.cfg.d_model // mem_dim
         n_spatial = max(len(s.spatial) for s in selections)
         n_ptrs = max(len(s.pointers) for s in selections)
+        slots = getattr(self.runtime, "memory_slots", lambda s, p: None)(n_spatial, n_ptrs)
+        if slots is not None:
+            n_spatial, n_ptrs = slots
         b, start = len(selections), n_spatial * hw
         tokens = torch.zeros(b, start + n_ptrs * split, mem_dim, device=self.device)
         pos = torch.zeros_like(tokens)
-        valid = torch.zeros(b, tokens.shape[1], dtype=torch.bool, device=self.device)
         ptrs = torch.zeros(b, n_ptrs, self.cfg.d_model, device=self.device)
-        ago = torch.zeros(b, n_ptrs, device=self.device)
+        ago = [[0.0] * n_ptrs for _ in selections]
         for i, sel in enumerate(selections):
-            for j, (features, slot) in enumerate(sel.spatial):
-                tokens[i, j * hw:(j + 1) * hw] = features
-                pos[i, j * hw:(j + 1) * hw] = self._memory_pos[slot]
-            valid[i, :len(sel.spatial) * hw] = True
-            for j, (pointer, frames_ago) in enumerate(sel.pointers):
-                ptrs[i, j], ago[i, j] = pointer, frames_ago
-            valid[i, start:start + len(sel.pointers) * split] = True
+            if sel.spatial:
+                features, used = zip(*sel.spatial)
+                tokens[i, :len(used) * hw] = torch.cat(features)
+                pos[i, :len(used) * hw] = self._memory_pos[list(used)].flatten(0, 1)
+            if sel.pointers:
+                pointers, frames_ago = zip(*sel.pointers)
+                ptrs[i, :len(pointers)] = torch.stack(pointers)
+                ago[i][:len(pointers)] = frames_ago
+        ago = torch.tensor(ago, dtype=torch.float32).to(self.device, non_blocking=True)
         ptr_pos = self.model.pointer_pos(ago.flatten(), self.cfg.max_obj_ptrs)
         ptr_tokens, ptr_tok_pos = self.model.pointer_tokens_batched(
             ptrs, ptr_pos.view(b, n_ptrs, mem_dim))
         tokens[:, start:], pos[:, start:] = ptr_tokens, ptr_tok_pos
-        return _Memory(tokens, pos, None if bool(valid.all()) else valid, n_ptrs * split)
+        lengths = [(len(s.spatial) * hw, len(s.pointers) * split) for s in selections]
+        if all(n == (start, n_ptrs * split) for n in lengths):
+            return _Memory(tokens, pos, None, n_ptrs * split)
+        used = torch.tensor(lengths).to(self.device, non_blocking=True)  # (B, 2)
+        valid = torch.cat((torch.arange(start, device=self.device) < used[:, :1],
+                           torch.arange(n_ptrs * split, device=self.device) < used[:, 1:]),
+                          dim=1)  # (B, M): the filled spatial tokens, then pointer tokens
+        return _Memory(tokens, pos, valid, n_ptrs * split)
 
     def _entry(self, frame_index: int, memory: torch.Tensor, pos: torch.Tensor,
                pointers: torch.Tensor, b: int) -> MemoryEntry:
@@ -370,15 +384,40 @@ class StreamingTracker:
 
     # ------------------------------------------------------------- frames i/o
     def _preprocess(self, frame: np.ndarray) -> torch.Tensor:
-        """(H, W, 3) uint8 RGB -> (1, 3, S, S) float32, resized and ImageNet-normalised."""
+        """(H, W, 3) uint8 RGB -> (1, 3, S, S) float32, resized and ImageNet-normalised.
+
+        On a CPU: uint8 bicubic with antialias (what PIL does for SAM 2). On a GPU the frame
+        goes up as uint8 (through a reused pinned buffer) and is resized there (the same filter
+        in float, rounded to whole levels as the uint8 path rounds)."""
         check_frame(frame)
         s = self.cfg.image_size
+        if self.device.type == "cuda":
+            image = self._upload(frame).permute(2, 0, 1)[None].float()
+            if image.shape[-2:] != (s, s):
+                image = F.interpolate(image, size=(s, s), mode="bicubic", align_corners=False,
+                                      antialias=True).round_().clamp_(0, 255)
+            return (image / 255.0 - self._mean) / self._std
         image = torch.from_numpy(np.ascontiguousarray(frame)).permute(2, 0, 1)[None]
         if image.shape[-2:] != (s, s):  # uint8 bicubic with antialias: what PIL does for SAM 2
             image = F.interpolate(image, size=(s, s), mode="bicubic", align_corners=False,
                                   antialias=True)
         image = image.to(self.device).float() / 255.0
         return (image - self._mean) / self._std
+
+    def _upload(self, frame: np.ndarray) -> torch.Tensor:
+        """The uint8 frame on the GPU, copied through a pinned buffer kept per frame shape;
+        the buffer is refilled only once its previous copy has finished."""
+        staging = getattr(self, "_staging", None)
+        if staging is None or staging[0].shape != frame.shape:
+            staging = (torch.empty(frame.shape, dtype=torch.uint8, pin_memory=True),
+                       torch.cuda.Event())
+            self._staging = staging
+        buffer, copied = staging
+        copied.synchronize()
+        buffer.numpy()[...] = frame
+        image = buffer.to(self.device, non_blocking=True)
+        copied.record()
+        return image
 
     def _to_frame(self, logits: torch.Tensor) -> torch.Tensor:
         """Low-res mask logits (B, 1, 4h, 4w) -> (B, 1, H, W) at the current frame's resolution
@@ -389,13 +428,28 @@ class StreamingTracker:
         return F.interpolate(logits, size=size, mode="bilinear", align_corners=False)
 
     def _results(self, ids: list[int], out: DecoderOutput) -> dict[int, ObjectResult]:
-        """Masks at the frame's resolution (bilinear upsampling of the logits, > 0)."""
-        masks = (self._to_frame(out.low_res_masks)[:, 0] > 0).cpu().numpy()
-        presence = out.object_score_logits[:, 0].tolist()
-        ious = out.best_iou.tolist()
-        return {obj_id: ObjectResult(obj_id, masks[b], _sigmoid(presence[b]), presence[b],
-                                     ious[b], mask_box(masks[b]))
-                for b, obj_id in enumerate(ids)}
+        """Masks at the frame's resolution (bilinear upsampling of the logits, > 0), presence,
+        IoU and boxes, fetched from the device in one copy (masks and the rows / columns each
+        mask touches as bytes, the scores' float32 bytes after them)."""
+        masks = self._to_frame(out.low_res_masks)[:, 0] > 0  # (B, H, W)
+        b, h, w = masks.shape
+        rows, cols = masks.any(dim=2), masks.any(dim=1)  # (B, H), (B, W)
+        scores = torch.stack((out.object_score_logits[:, 0].float(), out.best_iou.float()))
+        if self.device.type == "cpu":  # already on the host: no packing
+            masks_np, rows, cols = masks.numpy(), rows.numpy(), cols.numpy()
+            presence, ious = scores.tolist()
+        else:
+            n = b * h * w
+            packed = torch.cat((masks.flatten(), rows.flatten(), cols.flatten())
+                               ).view(torch.uint8)
+            host = torch.cat((packed, scores.flatten().view(torch.uint8))).cpu().numpy()
+            masks_np = host[:n].view(np.bool_).reshape(b, h, w)
+            rows = host[n:n + b * h].view(np.bool_).reshape(b, h)
+            cols = host[n + b * h:n + b * (h + w)].view(np.bool_).reshape(b, w)
+            presence, ious = host[n + b * (h + w):].view(np.float32).reshape(2, b).tolist()
+        return {obj_id: ObjectResult(obj_id, masks_np[i], _sigmoid(presence[i]), presence[i],
+                                     ious[i], _box(rows[i], cols[i]))
+                for i, obj_id in enumerate(ids)}
 
 
 def check_frame(frame) -> None:
@@ -417,6 +471,15 @@ def mask_box(mask: np.ndarray) -> tuple[int, int, int, int] | None:
         return None
     rows = np.flatnonzero(mask.any(axis=1))
     return int(cols[0]), int(rows[0]), int(cols[-1]), int(rows[-1])
+
+
+def _box(rows: np.ndarray, cols: np.ndarray) -> tuple[int, int, int, int] | None:
+    """``mask_box`` from the rows and columns a mask touches (bool (H,), (W,))."""
+    c = np.flatnonzero(cols)
+    if c.size == 0:
+        return None
+    r = np.flatnonzero(rows)
+    return int(c[0]), int(r[0]), int(c[-1]), int(r[-1])
 
 
 def _sigmoid(x: float) -> float:

@@ -130,6 +130,9 @@ def _make_runtime(cfg: NodeConfig, model: Any, threads: int) -> Any:
     from engine.runtime import make_runtime
 
     opts: dict[str, Any] = {"precision": cfg.precision}
+    if cfg.backend == "torch" and cfg.compile:
+        opts.update(compile=True,
+                    capacity=MemoryCapacity.for_bank(model.cfg, cfg.max_cond_frames))
     if cfg.backend != "torch":
         opts = {"precision": cfg.precision,
                 "capacity": MemoryCapacity.for_bank(model.cfg, cfg.max_cond_frames),

@@ -81,7 +81,10 @@ class NodeConfig:
                                  "(onnxruntime, tensorrt); empty: the default cache")
     backend: str = _param("torch", "inference runtime", _one_of(*BACKENDS))
     device: str = _param("cpu", "torch device: cpu, cuda or cuda:N", _device)
-    precision: str = _param("fp32", "inference precision", _one_of(*PRECISIONS))
+    precision: str = _param("fp32", "inference precision (torch: tf32 and fp16 on cuda only)",
+                            _one_of(*PRECISIONS))
+    compile: bool = _param(False, "torch: compile the per-frame step (torch.compile; CUDA "
+                                  "graphs on a GPU); the first frames take minutes")
     image_size: int = _param(0, "model input side in pixels: 0 = the model's own (192 for "
                              "sam2_ros_compact, 1024 for Meta's), else a multiple of 32",
                              _image_size)

@@ -196,7 +196,7 @@ def test_torch_bf16_and_refused_precisions():
     assert engine.tracker.runtime.precision == "bf16"
     assert engine.tracker.memory_min_iou == 0.5  # memory_admission 'model': the compact's own
     with pytest.raises(BackendError, match="precision 'fp16' is not supported by the torch "
-                                           "backend; use one of fp32, bf16"):
+                                           "backend on cpu; use one of fp32, bf16"):
         build_engine(NodeConfig.from_values({**defaults(), "precision": "fp16"}))
 
 

@@ -245,8 +245,11 @@ def test_torch_bf16_tracks_like_fp32():
 
 def test_torch_precision_is_checked(model):
     with pytest.raises(ValueError, match="precision 'fp16' is not supported by the torch "
-                                         "runtime; use one of fp32, bf16"):
+                                         "backend on cpu; use one of fp32, bf16"):
         TorchRuntime(model, precision="fp16")
+    with pytest.raises(ValueError, match="precision 'int8' is not supported by the torch "
+                                         "runtime; use one of fp32, tf32, bf16, fp16"):
+        TorchRuntime(model, precision="int8")
 
 
 # ------------------------------------------------------------------ input checks
@@ -304,9 +307,12 @@ def test_unknown_backend_is_refused(model):
         make_runtime("tensorrtt", model)
 
 
-def test_torch_compile_is_gpu_only(model):
-    with pytest.raises(ValueError, match="compile=True needs a CUDA device"):
-        TorchRuntime(model, "cpu", compile=True)
+def test_torch_compile_runs_on_cpu_too(model):
+    """compile=True means inductor (CUDA graphs on a GPU only); on a CPU it compiles too
+    (slowly: tests/test_torch_fast.py checks compiled against eager)."""
+    runtime = TorchRuntime(model, "cpu", compile=True)
+    assert runtime.compiled == "inductor" and not runtime._cuda_graphs
+    assert runtime.memory_slots(1, 1) == (model.cfg.num_maskmem, model.cfg.max_obj_ptrs)
 
 
 @pytest.mark.skipif(HAS_CUDA, reason="a CUDA GPU is present: the CPU-only refusal is moot")

@@ -171,14 +171,20 @@ def _profile_step(video, rows: int = 12) -> str:
 def make_runtimes(model: SAM2Model, backends: list[str], device: str, threads: int,
                   cache_dir: Path | None, log=print) -> tuple[dict, list[str]]:
     """The runtimes of ``backends`` that can run here, and notes on those that cannot.
-    A backend is "name" or "name:precision" (e.g. "torch:bf16", "onnxruntime:fp16"); the
-    results name it that way."""
+    A backend is "name" or "name:precision" (e.g. "torch:bf16", "onnxruntime:fp16"), the
+    torch backend optionally compiled with "+compile" ("torch:fp16+compile"); the results name
+    it that way."""
     runtimes, notes = {}, []
     for label in backends:
         backend, _, precision = label.partition(":")
+        backend, compiled = backend.removesuffix("+compile"), backend.endswith("+compile")
+        precision, compiled = precision.removesuffix("+compile"), compiled or \
+            precision.endswith("+compile")
         opts = {"threads": threads} if backend == "onnxruntime" else {}
         if precision:
             opts["precision"] = precision
+        if compiled:
+            opts["compile"] = True
         if backend != "torch":
             opts["log"] = log
         try:
@@ -230,7 +236,7 @@ def run_grid(cases: list[Case], backends: list[str], device: str = "cpu", thread
         groups.setdefault((case.model, case.image_size), []).append(case)
     for (name, size), group in groups.items():
         cfg = get_config(name, image_size=size)
-        predictor = reference.build_predictor(cfg) if with_reference else None
+        predictor = reference.build_predictor(cfg, device=device) if with_reference else None
         model = build_model(cfg, predictor)
         runtimes, group_notes = make_runtimes(model, backends, device, threads, cache_dir,
                                               log)
@@ -261,7 +267,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                         f"is tiny|small|base_plus|large or a full name")
     p.add_argument("--backends", default="torch,onnxruntime",
                    help="comma-separated: torch, onnxruntime, tensorrt (skipped where absent), "
-                        "each optionally :precision (torch:bf16, onnxruntime:fp16)")
+                        "each optionally :precision (torch:bf16, onnxruntime:fp16), torch "
+                        "compiled with +compile (torch:fp16+compile)")
     p.add_argument("--device", default="cpu")
     p.add_argument("--threads", type=int, default=2, help="torch and onnxruntime threads")
     p.add_argument("--warmup", type=int, default=7, help="untimed frames (fill the bank)")
