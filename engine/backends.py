@@ -52,7 +52,7 @@ PRECISIONS: tuple[str, ...] = tuple(dict.fromkeys(p for b in TABLE.values()
 
 def check_backend(backend: str, precision: str | None = None, device: str | None = None
                   ) -> Backend:
-    """The table's entry for ``backend``; ValueError naming what is not supported (an unknown
+    """The table's entry for ``backend``; InputError naming what is not supported (an unknown
     backend, a precision or a device type it does not run) and what is."""
     if backend not in TABLE:
         raise InputError(f"unknown backend {backend!r}; choose one of {', '.join(BACKENDS)}")
@@ -67,7 +67,7 @@ def check_backend(backend: str, precision: str | None = None, device: str | None
             and precision not in entry.precisions_on(device):
         kind = str(device).split(":")[0]
         elsewhere = [f"{p} needs {d}" for p, d in entry.device_only if d != kind]
-        raise ValueError(f"precision {precision!r} is not supported by the {backend} backend "
+        raise InputError(f"precision {precision!r} is not supported by the {backend} backend "
                          f"on {kind}; use one of {', '.join(entry.precisions_on(device))} "
                          f"({'; '.join(elsewhere)})")
     return entry

@@ -21,6 +21,7 @@ from dataclasses import dataclass
 import torch
 
 from .config import ModelConfig
+from .errors import InputError
 
 
 @dataclass(frozen=True)
@@ -38,7 +39,7 @@ class MemoryCapacity:
 
     def __post_init__(self) -> None:
         if self.spatial < 1 or self.pointers < 0:
-            raise ValueError(f"memory capacity needs spatial >= 1 and pointers >= 0, got {self}")
+            raise InputError(f"memory capacity needs spatial >= 1 and pointers >= 0, got {self}")
 
     @classmethod
     def of(cls, cfg: ModelConfig) -> "MemoryCapacity":
@@ -79,10 +80,10 @@ def bucket_for(cfg: ModelConfig, capacity: MemoryCapacity, spatial: int,
                pointers: int) -> MemoryCapacity:
     """The bucket a memory of ``spatial`` memories and ``pointers`` object pointers is padded
     to: spatial memories up to the next of ``spatial_buckets``; pointers (a few tokens each) to
-    ``max_obj_ptrs`` or the capacity. ValueError when it does not fit the capacity."""
+    ``max_obj_ptrs`` or the capacity. InputError when it does not fit the capacity."""
     if spatial > capacity.spatial or pointers > capacity.pointers or spatial < 0 \
             or pointers < 0:
-        raise ValueError(f"a memory of {spatial} spatial memories and {pointers} pointers does "
+        raise InputError(f"a memory of {spatial} spatial memories and {pointers} pointers does "
                          f"not fit the capacity {capacity.spatial} spatial memories and "
                          f"{capacity.pointers} pointers; build the runtime with a larger "
                          "capacity, e.g. MemoryCapacity.for_bank(cfg, max_cond_frames)")
@@ -100,7 +101,7 @@ def pad_to_capacity(cfg: ModelConfig, capacity: MemoryCapacity, memory: torch.Te
 
     memory, memory_pos: (B, s * hw + num_obj_ptr_tokens, mem_dim), spatial memories first;
     memory_valid: (B, same) bool or None (all valid). Returns memory, memory_pos (B, M, mem_dim)
-    and memory_valid (B, M) bool with M = ``capacity.tokens(cfg)``. Raises ValueError when the
+    and memory_valid (B, M) bool with M = ``capacity.tokens(cfg)``. Raises InputError when the
     memory does not fit.
     """
     b, n_tokens, dim = memory.shape
@@ -108,7 +109,7 @@ def pad_to_capacity(cfg: ModelConfig, capacity: MemoryCapacity, memory: torch.Te
     n_spatial_tokens = n_tokens - num_obj_ptr_tokens
     cap_spatial, cap_ptr = capacity.spatial * hw, capacity.pointer_tokens(cfg)
     if n_spatial_tokens % hw or n_spatial_tokens > cap_spatial or num_obj_ptr_tokens > cap_ptr:
-        raise ValueError(
+        raise InputError(
             f"memory of {n_spatial_tokens // hw if n_spatial_tokens % hw == 0 else '?'} spatial "
             f"memories ({n_spatial_tokens} tokens of {hw}) and {num_obj_ptr_tokens} pointer "
             f"tokens does not fit the exported capacity {capacity.spatial} spatial memories x "

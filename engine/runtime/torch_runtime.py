@@ -61,6 +61,7 @@ from torch import Tensor
 
 from ..backends import TABLE, check_backend
 from ..config import MAX_COND_FRAMES
+from ..errors import InputError
 from ..memory_layout import MemoryCapacity, bucket_for, pad_to_capacity
 from ..model.rope import RoPEAttention
 from ..model.sam2 import DecoderOutput, ImageFeatures, SAM2Model
@@ -168,13 +169,13 @@ class TorchRuntime:
                  capacity: MemoryCapacity | None = None, precision: str = "fp32") -> None:
         device = torch.device(device) if device is not None else next(model.parameters()).device
         if precision not in self.PRECISIONS:
-            raise ValueError(f"precision {precision!r} is not supported by the torch runtime; "
+            raise InputError(f"precision {precision!r} is not supported by the torch runtime; "
                              f"use one of {', '.join(self.PRECISIONS)}")
         check_backend("torch", precision, str(device))
         self.note = ""
         choice = os.environ.get(CPU_BF16_ENV, "auto") if precision == "bf16" else "auto"
         if choice not in ("auto", "on", "off"):
-            raise ValueError(f"${CPU_BF16_ENV} must be auto, on or off, got {choice!r}")
+            raise InputError(f"${CPU_BF16_ENV} must be auto, on or off, got {choice!r}")
         if precision == "bf16" and device.type == "cpu" and choice != "on":
             if choice == "off":
                 self.note = f"bf16 asked for, running fp32: ${CPU_BF16_ENV}=off"
@@ -192,7 +193,7 @@ class TorchRuntime:
         self.device = device
         self.precision = precision
         if compile not in (False, True) and compile not in COMPILE_BACKENDS:
-            raise ValueError(f"compile must be True, False or a torch.compile backend of "
+            raise InputError(f"compile must be True, False or a torch.compile backend of "
                              f"{', '.join(COMPILE_BACKENDS)}; got {compile!r}")
         self.compiled = "inductor" if compile is True else compile
         self._low = LOW_DTYPES.get(precision)
