@@ -228,7 +228,7 @@ def timed_tracker(args, model, prompts):
     is sized for exactly that (unused capacity is computed anyway)."""
     from tqdm import tqdm
 
-    from .benchmarks.timing import StageClock, TimedRuntime, device_sync, instrument
+    from .timing import StageClock, TimedRuntime, device_sync
     from .memory_layout import MemoryCapacity
     from .runtime import make_runtime
     from .tracker import StreamingTracker
@@ -242,7 +242,7 @@ def timed_tracker(args, model, prompts):
         opts["precision"] = args.precision
     if args.compile:
         if args.backend != "torch":
-            raise ValueError(f"--compile applies to the torch backend, not {args.backend}")
+            raise CLIError(f"--compile applies to the torch backend, not {args.backend}")
         opts["compile"] = True
     if args.backend != "torch":
         opts["log"] = tqdm.write
@@ -251,8 +251,7 @@ def timed_tracker(args, model, prompts):
     clock = StageClock(device_sync(runtime.device))
     tracker = StreamingTracker(runtime.model, max_objects=len({p.obj_id for p in prompts}),
                                max_cond_frames=cond_frames,
-                               runtime=TimedRuntime(runtime, clock))
-    instrument(tracker, clock)
+                               runtime=TimedRuntime(runtime, clock), clock=clock)
     return tracker, clock
 
 

@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import math
 import threading
+from contextlib import nullcontext
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -136,7 +137,10 @@ class StreamingTracker:
     def __init__(self, model: SAM2Model, max_objects: int = 16,
                  max_cond_frames: int = MAX_COND_FRAMES, runtime: Runtime | None = None,
                  memory_min_iou: float | None | str = "model",
-                 memory_dtype: torch.dtype = MEMORY_DTYPE) -> None:
+                 memory_dtype: torch.dtype = MEMORY_DTYPE, clock=None) -> None:
+        """``clock``: an ``engine.timing.StageClock`` that times the pre- and postprocessing
+        stages of each frame (the runtime's stages are timed by wrapping the runtime)."""
+        self._clock = clock
         if not isinstance(max_objects, int) or max_objects < 1:
             raise InputError(f"max_objects must be a positive integer, got {max_objects!r}")
         if memory_dtype not in MEMORY_DTYPES:
@@ -197,7 +201,8 @@ class StreamingTracker:
     @torch.inference_mode()
     def track(self, frame: np.ndarray) -> FrameResult:
         """Track every object on ``frame``, an (H, W, 3) uint8 RGB image of any size."""
-        image = self._preprocess(frame)
+        with self._stage("preprocess"):
+            image = self._preprocess(frame)
         with self._lock:
             height, width = frame.shape[:2]
             features = self.runtime.encode_image(image)
@@ -207,7 +212,9 @@ class StreamingTracker:
             if not ids:
                 return FrameResult(self._frame.index, {})
             out = self._track_objects(ids)
-            return FrameResult(self._frame.index, self._results(ids, out))
+            with self._stage("postprocess"):
+                results = self._results(ids, out)
+            return FrameResult(self._frame.index, results)
 
     @torch.inference_mode()
     def add_prompt(self, obj_id: int, points=None, labels=None, box=None,
@@ -233,7 +240,8 @@ class StreamingTracker:
             obj.bank.add_prompted(self._entry(frame.index, memory, pos, out.obj_ptr, 0))
             obj.inputs = inputs
             self._objects[obj_id] = obj
-            return self._results([obj_id], out)[obj_id]
+            with self._stage("postprocess"):
+                return self._results([obj_id], out)[obj_id]
 
     def remove_object(self, obj_id: int) -> None:
         with self._lock:
@@ -375,6 +383,9 @@ class StreamingTracker:
             raise UnknownName(f"unknown object id {obj_id!r}; tracked ids: {self.object_ids}",
                               "unknown_object")
         return self._objects[obj_id]
+
+    def _stage(self, name: str):
+        return self._clock.stage(name) if self._clock is not None else nullcontext()
 
     def _require_frame(self) -> _Frame:
         if self._frame is None:

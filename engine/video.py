@@ -18,7 +18,7 @@ from typing import Iterable, Iterator
 import cv2
 import numpy as np
 
-from .benchmarks.timing import FrameTimes, StageClock
+from .timing import FrameTimes, StageClock
 from .errors import InputError
 
 

@@ -22,7 +22,7 @@ import torch
 
 from ..config import ModelConfig, reference_config_name
 from ..tracker import IMAGENET_MEAN, IMAGENET_STD
-from .timing import FrameTimes, StageClock, device_sync
+from ..timing import FrameTimes, StageClock, device_sync
 
 NOISE_STD = 0.05  # seeded noise on every weight, as tests/oracle.py perturbs the oracle
 

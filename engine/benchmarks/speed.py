@@ -12,7 +12,7 @@ positive click deep inside it, then tracked. Frames interleave across contestant
 t each backend's tracker and the reference predictor take their turn, in an order that
 rotates every frame, so all see the same machine load. The first ``--warmup`` frames fill the
 memory bank (7 spatial memories); the next ``--frames`` are timed and the median reported.
-Stages are timed by wrapping the runtime (``engine.benchmarks.timing``), not inside the
+Stages are timed by wrapping the runtime (``engine/timing.py``), not inside the
 tracker. Our per-frame time includes preprocessing and postprocessing; the reference's
 excludes preprocessing (its ``init_state`` prepares the whole video up front). The masks of
 both are compared on the timed frames (IoU), so both are known to do the same work.
@@ -31,10 +31,10 @@ from tqdm import tqdm
 
 from ..config import get_config
 from ..model.sam2 import SAM2Model
+from ..timing import FrameTimes, StageClock, TimedRuntime, device_sync
 from ..tools.synthetic import Scene, click_inside
 from . import reference
 from .speed_results import REFERENCE, Case, CaseResult, load_results, merged, save_results
-from .timing import FrameTimes, StageClock, TimedRuntime, device_sync, instrument
 
 ROOT = Path(__file__).resolve().parents[2]
 DEFAULT_OUT = ROOT / "engine" / "benchmarks" / "results" / "speed_cpu.md"
@@ -85,8 +85,8 @@ class OursVideo:
         self.clock = StageClock(device_sync(runtime.device))
         self.tracker = StreamingTracker(runtime.model, max_objects=len(clicks),
                                         max_cond_frames=PROMPTED_FRAMES,
-                                        runtime=TimedRuntime(runtime, self.clock))
-        instrument(self.tracker, self.clock)
+                                        runtime=TimedRuntime(runtime, self.clock),
+                                        clock=self.clock)
         self.frames = iter(frames)
         self.tracker.track(next(self.frames))
         for obj_id, point in clicks.items():

@@ -15,7 +15,7 @@ import numpy as np
 import torch
 
 from .speed_results import REFERENCE, CaseResult
-from .timing import STAGES
+from ..timing import STAGES
 
 GOAL = 3.0  # wanted: at least this many times the reference's frames per second
 STAGE_TITLES = {"preprocess": "preprocess", "image_encoder": "image encoder",

@@ -7,7 +7,7 @@ import statistics
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from .timing import STAGES, FrameTimes
+from ..timing import STAGES, FrameTimes
 
 REFERENCE = "reference"  # the name of Meta's video predictor among the contestants
 

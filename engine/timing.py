@@ -1,14 +1,14 @@
-"""Per-stage timing of the streaming tracker, from the outside: nothing inside the tracker is
-timed by the tracker itself.
+"""Per-stage timing of the streaming tracker: wall time of each stage of a frame.
 
-``TimedRuntime`` wraps any ``Runtime`` and times each of its calls into a ``StageClock``;
-``instrument`` also times the tracker's pre- and postprocessing (the frame -> model-input
-conversion and the results -> masks conversion). What is left of a ``track`` call after the
-named stages (memory-bank bookkeeping, assembling the memory, mask upscaling) is ``glue``.
+``TimedRuntime`` wraps any ``Runtime`` and times each of its calls into a ``StageClock``; a
+tracker given the clock (``StreamingTracker(..., clock=clock)``) also times its pre- and
+postprocessing (the frame -> model-input conversion and the results -> masks conversion).
+What is left of a ``track`` call after the named stages (memory-bank bookkeeping, assembling
+the memory, mask upscaling) is ``glue``. Used by ``sam2-engine track`` (``engine/video.py``)
+and the benchmarks (``engine/benchmarks/``).
 
     clock = StageClock()
-    tracker = StreamingTracker(runtime.model, runtime=TimedRuntime(runtime, clock))
-    instrument(tracker, clock)
+    tracker = StreamingTracker(runtime=TimedRuntime(runtime, clock), clock=clock, ...)
     with clock.frame() as record:
         tracker.track(frame)
     record.stages["memory_attention"], record.total
@@ -27,8 +27,6 @@ import torch
 RUNTIME_STAGES = {"encode_image": "image_encoder", "attend_memory": "memory_attention",
                   "decode": "decoder", "decode_mask_prompt": "decoder",
                   "encode_memory": "memory_encoder", "encode_prompt_memory": "memory_encoder"}
-# Tracker method -> stage name (wrapped on the instance by ``instrument``).
-TRACKER_STAGES = {"_preprocess": "preprocess", "_results": "postprocess"}
 STAGES = ("preprocess", "image_encoder", "memory_attention", "decoder", "memory_encoder",
           "postprocess", "glue")
 
@@ -73,6 +71,21 @@ class StageClock:
             record.cpu = time.process_time() - start_cpu
             self.current = None
 
+    @contextmanager
+    def stage(self, name: str):
+        """Time the block (device work included) into stage ``name`` of the current frame."""
+        if self.current is None:
+            yield
+            return
+        self.sync()
+        start = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.sync()
+            if self.current is not None:
+                self.current.add(name, time.perf_counter() - start)
+
     def wrap(self, stage: str, fn: Callable) -> Callable:
         """``fn`` with its wall time (device work included) added to ``stage``."""
         def timed(*args, **kwargs):
@@ -102,17 +115,8 @@ class TimedRuntime:
         self.inner = runtime
         self.name = runtime.name
         self.device = runtime.device
-        self.model = runtime.model
         for method, stage in RUNTIME_STAGES.items():
             setattr(self, method, clock.wrap(stage, getattr(runtime, method)))
 
     def __getattr__(self, name: str):
         return getattr(self.inner, name)
-
-
-def instrument(tracker, clock: StageClock) -> None:
-    """Time the tracker's pre- and postprocessing too (wrapped on this instance only)."""
-    for method, stage in TRACKER_STAGES.items():
-        fn = getattr(tracker, method, None)
-        if fn is not None:
-            setattr(tracker, method, clock.wrap(stage, fn))
