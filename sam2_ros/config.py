@@ -118,6 +118,14 @@ class NodeConfig:
                                        "for the tracker or for their frame); more are answered "
                                        "'busy' at once and counted in /diagnostics",
                                        _int_in(1, 10000))
+    # Prompts from a detector (vision_msgs/Detection2DArray on detections, when installed).
+    detection_match_iou: float = _param(0.5, "a detection whose box overlaps an object's box by "
+                                        "this IoU is that object (a lost one is re-prompted); "
+                                        "others start new objects", _float_in(0.0, 1.0,
+                                                                               lo_open=True),
+                                        live=True)
+    detection_min_score: float = _param(0.5, "detections scored below this start no new object",
+                                        _float_in(0.0, 1.0), live=True)
     # Input and output.
     input_transport: str = _param("raw", "'raw' subscribes to image, 'compressed' to "
                                          "image/compressed", _one_of(*TRANSPORTS))
