@@ -28,7 +28,8 @@ import rclpy
 from builtin_interfaces.msg import Time
 from diagnostic_msgs.msg import DiagnosticArray
 from geometry_msgs.msg import PointStamped
-from rcl_interfaces.msg import ParameterDescriptor, SetParametersResult
+from rcl_interfaces.msg import (FloatingPointRange, IntegerRange, ParameterDescriptor,
+                                SetParametersResult)
 from rclpy.callback_groups import MutuallyExclusiveCallbackGroup, ReentrantCallbackGroup
 from rclpy.event_handler import SubscriptionEventCallbacks
 from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
@@ -48,7 +49,8 @@ from engine.overlay import render_overlay
 from engine.tracker import ObjectResult
 
 from .backend import BackendError, build_engine
-from .config import LIVE_PARAMETERS, PARAMETERS, NodeConfig, check_parameter, coerce, describe
+from .config import (LIVE_PARAMETERS, PARAMETERS, NodeConfig, check_parameter, coerce, describe,
+                     limits)
 from .conversions import (InputError, check_prompt_size, compressed_to_rgb, fill_image,
                           fill_track_mask, image_to_rgb, label_image)
 from .depth_input import DepthInput
@@ -111,10 +113,9 @@ class Sam2Node(LifecycleNode):
 
     def __init__(self, **kwargs: Any) -> None:
         super().__init__("sam2_node", **kwargs)
-        for name, f in PARAMETERS.items():
-            # Dynamic typing: a wrong type reaches the check below and is refused with a reason.
-            self.declare_parameter(name, f.default, ParameterDescriptor(
-                description=describe(name), dynamic_typing=True))
+        self._refused_overrides: dict[str, str] = {}  # bad start-up values: configure says why
+        for name in PARAMETERS:
+            self._declare(name)
         self.add_on_set_parameters_callback(self._on_set_parameters)
         self.cfg: NodeConfig | None = None
         self._session: TrackingSession | None = None
@@ -162,9 +163,40 @@ class Sam2Node(LifecycleNode):
         self._diag_timer = self.create_timer(period if isinstance(period, float) and period > 0
                                              else 1.0, self._on_diagnostics)
 
+    def _declare(self, name: str) -> None:
+        """Declare a parameter with its type, range and constraints. A start-up value (launch
+        file, --ros-args) that the parameter's check refuses is not taken: the default is kept
+        and configure fails with the reason; an integer for a float parameter is its float."""
+        default = PARAMETERS[name].default
+
+        def descriptor() -> ParameterDescriptor:
+            span, text = limits(name)
+            d = ParameterDescriptor(description=describe(name), additional_constraints=text)
+            if span is not None and isinstance(default, int) and not isinstance(default, bool):
+                d.integer_range = [IntegerRange(from_value=span[0], to_value=span[1], step=0)]
+            elif span is not None and isinstance(default, float):
+                d.floating_point_range = [FloatingPointRange(from_value=span[0],
+                                                             to_value=span[1], step=0.0)]
+            return d
+        given = getattr(self, "_parameter_overrides", {}).get(name)
+        if given is None:
+            self.declare_parameter(name, default, descriptor())
+            return
+        value = coerce(name, given.value)
+        problem = check_parameter(name, value)
+        if problem:
+            self._refused_overrides[name] = problem
+            value = default
+        self.declare_parameter(name, value, descriptor(), ignore_override=True)
+
     # ----------------------------------------------------------------- lifecycle
     def on_configure(self, state: LifecycleState) -> TransitionCallbackReturn:
         try:
+            if self._refused_overrides:
+                raise ValueError("invalid parameters: " +
+                                 "; ".join(self._refused_overrides.values()) +
+                                 " (the default was kept; set a valid value and configure "
+                                 "again)")
             cfg = NodeConfig.from_values({n: self.get_parameter(n).value for n in PARAMETERS})
             self.get_logger().info(f"configuring: loading {cfg.model} ({cfg.backend}, "
                                    f"{cfg.device})")
@@ -768,17 +800,24 @@ class Sam2Node(LifecycleNode):
 
     # --------------------------------------------------------------- parameters
     def _on_set_parameters(self, params: list) -> SetParametersResult:
+        """Refuse bad values (the reason says why), and, while configured, a parameter that
+        only applies at configure: what `ros2 param get` shows is always what is in effect."""
+        params = [p for p in params if p.name in PARAMETERS]  # not rclpy's own (use_sim_time)
         problems = [p for prm in params if (p := check_parameter(prm.name, prm.value))]
         if problems:
             return SetParametersResult(successful=False, reason="; ".join(problems))
+        later = [p.name for p in params if p.name not in LIVE_PARAMETERS]
+        if later and self._state in ("inactive", "active"):
+            return SetParametersResult(successful=False, reason=(
+                f"{', '.join(later)} only apply at configure and the node is {self._state}: "
+                "deactivate and clean it up, set them, configure again"))
         if self.cfg is not None:
             live = {p.name: coerce(p.name, p.value) for p in params if p.name in LIVE_PARAMETERS}
             self.cfg = replace(self.cfg, **live)
             if self._session is not None:
                 self._session.cfg = self.cfg
-            later = [p.name for p in params if p.name not in LIVE_PARAMETERS]
-            if later:
-                self.get_logger().info(f"{', '.join(later)} take effect at the next configure")
+        for p in params:  # a valid value replaces a refused start-up value
+            self._refused_overrides.pop(p.name, None)
         return SetParametersResult(successful=True)
 
 
