@@ -133,9 +133,10 @@ def match_detections(detections: Iterable[Detection], objects: Iterable[KnownObj
     """Detections -> box prompts, and the detections left out with the reason.
 
     Best matches first: each detection goes to the object its box overlaps most (IoU >=
-    ``match_iou``), each object takes at most one detection. A match with a visible object
-    needs no prompt; with a lost one it re-prompts it. Unmatched detections with score >=
-    ``min_score`` start new objects (at most ``max_new``, ids above every id in use)."""
+    ``match_iou``), each object takes at most one detection (another box on it is left out).
+    A match with a visible object needs no prompt; with a lost one it re-prompts it. Other
+    detections with score >= ``min_score`` start new objects (at most ``max_new``, ids above
+    every id in use, the surest first; a second box on a new object is left out)."""
     dets = list(detections)
     objs = [o for o in objects if o.box is not None]
     pairs = sorted(((box_iou(d.box, o.box), i, j) for i, d in enumerate(dets)
@@ -151,13 +152,19 @@ def match_detections(detections: Iterable[Detection], objects: Iterable[KnownObj
     prompts: list[DetectionPrompt] = []
     skipped: list[tuple[Detection, str]] = []
     next_id = next_object_id([o.object_id for o in objects])
-    for i, det in enumerate(dets):
+    claimed = [(o.object_id, o.box) for o in objs]  # boxes that are an object already
+    for i in sorted(range(len(dets)), key=lambda k: -dets[k].score):  # the surest first
+        det = dets[i]
         if i in det_to_obj:
             obj = objs[det_to_obj[i]]
             if obj.visible:
                 skipped.append((det, f"object {obj.object_id} is tracked there"))
             else:
                 prompts.append(DetectionPrompt(obj.object_id, det.box, "re-prompted", det))
+            continue
+        dup = next((oid for oid, box in claimed if box_iou(det.box, box) >= match_iou), None)
+        if dup is not None:  # a second box on one object: the better one prompts it
+            skipped.append((det, f"another detection of object {dup}"))
         elif det.score < min_score:
             skipped.append((det, f"score {det.score:.2f} below detection_min_score "
                                  f"{min_score:g}"))
@@ -165,6 +172,7 @@ def match_detections(detections: Iterable[Detection], objects: Iterable[KnownObj
             skipped.append((det, "no room for a new object (max_objects reached)"))
         else:
             prompts.append(DetectionPrompt(next_id, det.box, "added", det))
+            claimed.append((next_id, det.box))
             next_id += 1
             max_new -= 1
     return prompts, skipped

@@ -74,7 +74,7 @@ def test_match_detections(det_box, objects, expected):
         assert len(skipped) == 1 and skip_reason in skipped[0][1]
 
 
-def test_match_detections_scores_room_and_one_detection_per_object():
+def test_match_detections_scores_room_and_duplicates():
     lost = KnownObject(1, (0, 0, 20, 20), False)
     dets = [Detection(10, 10, 20, 20, 0.9), Detection(11, 10, 20, 20, 0.8),  # both on object 1
             Detection(80, 80, 10, 10, 0.2),  # weak: no new object
@@ -83,10 +83,17 @@ def test_match_detections_scores_room_and_one_detection_per_object():
     assert [(p.object_id, p.action) for p in prompts] == [(1, "re-prompted"), (2, "added"),
                                                          (3, "added")]
     assert prompts[0].detection is dets[0]  # the better match wins the object
+    assert [p.detection for p in prompts[1:]] == dets[3:]
     reasons = [why for _, why in skipped]
-    assert any("score 0.20 below" in r for r in reasons)
+    assert "another detection of object 1" in reasons[0]  # dets[1]: a duplicate
+    assert "score 0.20 below" in reasons[1]
     prompts, skipped = match_detections(dets[3:], [], 0.5, 0.5, max_new=1)
     assert len(prompts) == 1 and "max_objects reached" in skipped[0][1]
+    # two boxes on one new object: one new object
+    twin = [Detection(50, 50, 10, 10, 0.9), Detection(51, 50, 10, 10, 0.95)]
+    prompts, skipped = match_detections(twin, [], 0.5, 0.5, max_new=4)
+    assert [(p.object_id, p.detection) for p in prompts] == [(1, twin[1])]  # the surer one
+    assert "another detection of object 1" in skipped[0][1]
 
 
 def test_detections_from_vision_msgs_shapes():
@@ -337,3 +344,64 @@ def test_detector_boxes_add_and_re_prompt_a_lost_object():
     assert refused.prompt.object_id == 2 and refused.outcome is None
     assert "box" in refused.error.lower(), refused.error
     assert sorted(session.labels) == [1]  # the refused box left nothing behind
+
+
+# ------------------------------------------- ~/detections with a vision_msgs stand-in
+def test_detection_array_with_a_vision_msgs_stand_in(monkeypatch):
+    """vision_msgs is not installable here: node.py is loaded against stand-ins with the
+    vision_msgs 4 (Humble and later) field names, to check what ~/detections would carry."""
+    import importlib.util
+    import sys
+    import types
+    from pathlib import Path
+
+    class Msg:
+        def __init__(self, **kw):
+            for k, v in self.defaults().items():
+                setattr(self, k, kw.get(k, v))
+
+    class Detection2DArray(Msg):
+        def defaults(self):
+            return {"header": None, "detections": []}
+
+    class BoundingBox2D(Msg):
+        def defaults(self):
+            return {"center": NS(position=NS(x=0.0, y=0.0), theta=0.0), "size_x": 0.0,
+                    "size_y": 0.0}
+
+    class Detection2D(Msg):
+        def defaults(self):
+            return {"header": None, "id": "", "bbox": BoundingBox2D(), "results": []}
+
+    class ObjectHypothesisWithPose(Msg):
+        def defaults(self):
+            return {"hypothesis": NS(class_id="", score=0.0), "pose": None}
+
+    fake = types.ModuleType("vision_msgs.msg")
+    fake.__dict__.update(Detection2DArray=Detection2DArray, Detection2D=Detection2D,
+                         BoundingBox2D=BoundingBox2D,
+                         ObjectHypothesisWithPose=ObjectHypothesisWithPose)
+    monkeypatch.setitem(sys.modules, "vision_msgs", types.ModuleType("vision_msgs"))
+    monkeypatch.setitem(sys.modules, "vision_msgs.msg", fake)
+    path = Path(__file__).resolve().parents[1] / "sam2_ros" / "node.py"
+    spec = importlib.util.spec_from_file_location("sam2_ros._node_with_vision_msgs", path)
+    node_mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(node_mod)
+    assert node_mod.Detection2DArray is Detection2DArray and node_mod.VISION_MSGS == ""
+
+    visible = ObjectTrack(object_id=4, visible=True, presence=0.8)
+    mask = np.zeros((H, W), bool)
+    mask[10:20, 30:50] = True
+    fill_track_mask(visible, mask, (30, 10, 49, 19))
+    hidden = ObjectTrack(object_id=5, visible=False)
+    out = node_mod._detection_array("header", [visible, hidden])
+    (det,) = out.detections
+    assert det.id == "4" and det.header == "header" and out.header == "header"
+    assert (det.bbox.center.position.x, det.bbox.center.position.y) == (40.0, 15.0)
+    assert (det.bbox.size_x, det.bbox.size_y) == (20.0, 10.0)
+    (hyp,) = det.results
+    assert hyp.hypothesis.class_id == "4" and hyp.hypothesis.score == pytest.approx(0.8)
+    # what the node publishes, read back as a detector's output, is the objects it tracks
+    objects = [KnownObject(4, tuple(visible.box), True)]
+    _, skipped = match_detections(detections_from_msg(out), objects, 0.5, 0.5, 4)
+    assert "object 4 is tracked there" in skipped[0][1]
