@@ -20,7 +20,7 @@ from types import SimpleNamespace as NS
 import numpy as np
 import pytest
 
-from engine.synthetic import Scene, click_inside
+from engine.tools.synthetic import Scene, click_inside
 from ros_helpers import RosHarness, node_process_fixtures, stamp_of
 from sam2_ros.config import NodeConfig, defaults
 from sam2_ros.conversions import InputError, fill_track_mask, label_image, masks_from_tracks
