@@ -14,6 +14,7 @@ Topics, services and parameters: the README's node table and config/sam2.yaml.
 from __future__ import annotations
 
 import functools
+import math
 import os
 import signal
 import sys
@@ -775,11 +776,11 @@ class Sam2Node(LifecycleNode):
             self._log_throttled("info", "prompt_applied", text)
         else:
             self._log_throttled("warning", f"prompt_refused:{kind}", text)
-        nan = float("nan")
+        x, y = (_f32(v) for v in xy) if xy else (float("nan"),) * 2
         self._events_pub.publish(PromptEvent(
             header=header, source=source, success=applied,
-            action=out.action if applied else "refused", object_id=int(obj_id),
-            x=xy[0] if xy else nan, y=xy[1] if xy else nan, message=text[:1000]))
+            action=out.action if applied else "refused", object_id=int(obj_id), x=x, y=y,
+            message=text[:1000]))
 
     def _prompt_crashed(self, what: str, err: Exception) -> None:
         self._stats.on_error(f"{what} failed: {err!r}"[:300])
@@ -820,6 +821,11 @@ class Sam2Node(LifecycleNode):
         for p in params:  # a valid value replaces a refused start-up value
             self._refused_overrides.pop(p.name, None)
         return SetParametersResult(successful=True)
+
+
+def _f32(v: float) -> float:
+    """``v`` as a float32 field takes it (beyond float32's range: infinity)."""
+    return v if not math.isfinite(v) or abs(v) <= 3.4e38 else math.copysign(math.inf, v)
 
 
 def _detection_array(header: Header, tracks: list[ObjectTrack]):

@@ -236,10 +236,12 @@ def test_clicks_add_refine_and_refuse_with_events(ros, scene):
         ev.message
     ev = _click(ros, "image_mouse_left", (math.inf, 10.0), stamp)
     assert not ev.success and "finite" in ev.message
+    ev = _click(ros, "image_mouse_left", (1e39, 10.0), stamp)  # beyond float32: still told
+    assert not ev.success and ev.x == math.inf and "finite" in ev.message
     _, tracks = ros.track_frame(scene[2][0])
     assert sorted(o.object_id for o in tracks.objects) == [1, 2]
     diag = ros.diagnostics()
-    assert diag["prompts_applied_click"] == "3" and diag["prompts_refused_click"] == "2"
+    assert diag["prompts_applied_click"] == "3" and diag["prompts_refused_click"] == "3"
     assert diag["prompts_applied_negative_click"] == "1"
     assert diag["prompts_refused_negative_click"] == "1"
     assert "finite" in diag["last_prompt_refused"]
