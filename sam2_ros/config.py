@@ -23,17 +23,26 @@ MAX_LABEL = 65535  # the ~/masks label image is mono16 beyond 255 objects
 
 
 def _one_of(*choices: str) -> Callable[[Any], str | None]:
-    return lambda v: None if v in choices else f"must be one of {', '.join(choices)}"
+    def check(v: str) -> str | None:
+        return None if v in choices else f"must be one of {', '.join(choices)}"
+    check.constraint = f"one of: {', '.join(choices)}"
+    return check
 
 
 def _int_in(lo: int, hi: int) -> Callable[[Any], str | None]:
-    return lambda v: None if lo <= v <= hi else f"must be an integer in [{lo}, {hi}]"
+    def check(v: int) -> str | None:
+        return None if lo <= v <= hi else f"must be an integer in [{lo}, {hi}]"
+    check.range = (lo, hi)  # the descriptor's IntegerRange
+    return check
 
 
 def _float_in(lo: float, hi: float, lo_open: bool = False) -> Callable[[Any], str | None]:
     def check(v: float) -> str | None:
         ok = math.isfinite(v) and (lo < v if lo_open else lo <= v) and v <= hi
         return None if ok else f"must be a number in {'(' if lo_open else '['}{lo}, {hi}]"
+    check.range = (float(lo), float(hi))  # the descriptor's FloatingPointRange (closed)
+    if lo_open:
+        check.constraint = f"greater than {lo:g}"
     return check
 
 
@@ -49,8 +58,16 @@ def _image_size(v: int) -> str | None:
             "Meta's models were trained; 256-512 for them on a CPU)")
 
 
+_image_size.range = (0, 2048)
+_image_size.constraint = "0, or a multiple of 32 in [64, 2048]"
+
+
 def _device(v: str) -> str | None:
     return None if _DEVICE.match(v) else "must be 'cpu', 'cuda' or 'cuda:N'"
+
+
+_device.constraint = "cpu, cuda or cuda:N"
+_model.constraint = "a known model name (engine/config.py)"
 
 
 def _memory_admission(v: str) -> str | None:
@@ -121,6 +138,14 @@ class NodeConfig:
                                        "for the tracker or for their frame); more are answered "
                                        "'busy' at once and counted in /diagnostics",
                                        _int_in(1, 10000))
+    # Prompts from a detector (vision_msgs/Detection2DArray on detections, when installed).
+    detection_match_iou: float = _param(0.5, "a detection whose box overlaps an object's box by "
+                                        "this IoU is that object (a lost one is re-prompted); "
+                                        "others start new objects", _float_in(0.0, 1.0,
+                                                                               lo_open=True),
+                                        live=True)
+    detection_min_score: float = _param(0.5, "detections scored below this start no new object",
+                                        _float_in(0.0, 1.0), live=True)
     # Input and output.
     input_transport: str = _param("raw", "'raw' subscribes to image, 'compressed' to "
                                          "image/compressed", _one_of(*TRANSPORTS))
@@ -209,6 +234,16 @@ def coerce(name: str, value: Any) -> Any:
     if f is not None and type(f.default) is float and type(value) is int:
         return float(value)
     return value
+
+
+def limits(name: str) -> tuple[tuple[float, float] | None, str]:
+    """The parameter's (low, high) range for its descriptor (None: no range) and the text of
+    its other constraints, so that rqt_reconfigure and `ros2 param describe` show them."""
+    check = PARAMETERS[name].metadata["check"]
+    when = ("applies at once" if PARAMETERS[name].metadata["live"] else
+            "applies at configure: set it while the node is unconfigured")
+    extra = getattr(check, "constraint", "")
+    return getattr(check, "range", None), f"{extra}; {when}" if extra else when
 
 
 def check_parameter(name: str, value: Any) -> str | None:

@@ -266,3 +266,37 @@ def _mask(msg, w: int, h: int) -> np.ndarray:
     if not mask.any():
         raise InputError("mask prompt is empty (no non-zero pixel)")
     return mask
+
+
+# ------------------------------------------------------------------- per-object mask patches
+def fill_track_mask(track, mask: np.ndarray, box: tuple[int, int, int, int] | None) -> None:
+    """Set an ObjectTrack's ``mask`` (mono8 255/0 cropped to ``box``, inclusive pixel bounds
+    (x0, y0, x1, y1) of ``mask``), its offset and its float ``box`` (pixel edges)."""
+    if box is None:
+        return
+    x0, y0, x1, y1 = box
+    fill_image(track.mask, mask[y0:y1 + 1, x0:x1 + 1].astype(np.uint8) * 255, "mono8")
+    track.mask_x_offset, track.mask_y_offset = int(x0), int(y0)
+    track.box = [float(x0), float(y0), float(x1 + 1), float(y1 + 1)]
+
+
+def masks_from_tracks(tracks) -> dict[int, np.ndarray]:
+    """Every object's full (image_height, image_width) bool mask, from one Tracks message
+    alone; an object with an empty mask gets an all-False mask. InputError if a patch does not
+    fit the image (a message from another producer, or damaged)."""
+    h, w = int(tracks.image_height), int(tracks.image_width)
+    out: dict[int, np.ndarray] = {}
+    for obj in tracks.objects:
+        full = np.zeros((h, w), bool)
+        m = obj.mask
+        if m.width and m.height:
+            if m.encoding not in ("mono8", "8UC1"):
+                raise InputError(f"object {obj.object_id}: mask patch must be mono8, got "
+                                 f"{m.encoding[:32]!r}", "mask")
+            x0, y0 = int(obj.mask_x_offset), int(obj.mask_y_offset)
+            if x0 + m.width > w or y0 + m.height > h:
+                raise InputError(f"object {obj.object_id}: mask patch {m.width}x{m.height} at "
+                                 f"({x0}, {y0}) does not fit the {w}x{h} image", "mask")
+            full[y0:y0 + m.height, x0:x0 + m.width] = image_to_rgb(m)[..., 0] > 0
+        out[int(obj.object_id)] = full
+    return out

@@ -27,6 +27,11 @@ class FrameStats:
         self.worker_errors = 0  # frames that failed inside the tracker (an exception)
         self.requests_refused_busy = 0  # service requests refused: too many already waiting
         self.requests_late = 0  # service requests answered after service_timeout_s
+        # prompts by source ("service", "click", "negative_click", "detection"): applied,
+        # refused, and why the latest refused one was refused
+        self.prompts_applied: dict[str, int] = {}
+        self.prompts_refused: dict[str, int] = {}
+        self.last_prompt_refused = ""
         self.last_error = ""
         self.configure_error = ""
         self.last_rejected = ""  # why the latest rejected frame was refused (the log is throttled)
@@ -75,6 +80,13 @@ class FrameStats:
         with self._lock:
             self.requests_refused_busy += 1
 
+    def on_prompt(self, source: str, applied: bool, reason: str = "") -> None:
+        with self._lock:
+            counts = self.prompts_applied if applied else self.prompts_refused
+            counts[source] = counts.get(source, 0) + 1
+            if not applied:
+                self.last_prompt_refused = f"{source}: {reason}"[:300]
+
     def on_late(self) -> None:
         with self._lock:
             self.requests_late += 1
@@ -94,13 +106,19 @@ class FrameStats:
             self._errors_reported = self.worker_errors
             last_error, last_rejected = self.last_error, self.last_rejected
             configure_error = self.configure_error
+            prompts = {f"prompts_{what}_{source}": str(n)
+                       for what, counts in (("applied", self.prompts_applied),
+                                            ("refused", self.prompts_refused))
+                       for source, n in sorted(counts.items())}
+            last_prompt_refused = self.last_prompt_refused
         rate = 0.0
         if len(done) >= 2 and time.monotonic() - done[-1] < 2.0:
             rate = (len(done) - 1) / max(done[-1] - done[0], 1e-6)
         return dict(counts, rate_hz=rate, latency_p50_ms=float(np.percentile(lat, 50)),
                     latency_p99_ms=float(np.percentile(lat, 99)), failing=failing,
                     last_error=last_error, last_rejected=last_rejected,
-                    configure_error=configure_error)
+                    configure_error=configure_error, prompts=prompts,
+                    last_prompt_refused=last_prompt_refused)
 
 
 def diagnostic_array(stamp, name: str, hardware_id: str, stats: dict, extra: dict[str, str],
@@ -141,6 +159,8 @@ def diagnostic_array(stamp, name: str, hardware_id: str, stats: dict, extra: dic
         "requests_answered_late": str(int(stats.get("requests_late", 0))),
         "last_error": str(stats.get("last_error", "")),
         "last_rejected": str(stats.get("last_rejected", "")),
+        "last_prompt_refused": str(stats.get("last_prompt_refused", "")),
+        **stats.get("prompts", {}),
         "state": state,
         **extra,
     }

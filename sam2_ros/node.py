@@ -14,6 +14,7 @@ Topics, services and parameters: the README's node table and config/sam2.yaml.
 from __future__ import annotations
 
 import functools
+import math
 import os
 import signal
 import sys
@@ -27,7 +28,9 @@ from typing import Any
 import rclpy
 from builtin_interfaces.msg import Time
 from diagnostic_msgs.msg import DiagnosticArray
-from rcl_interfaces.msg import ParameterDescriptor, SetParametersResult
+from geometry_msgs.msg import PointStamped
+from rcl_interfaces.msg import (FloatingPointRange, IntegerRange, ParameterDescriptor,
+                                SetParametersResult)
 from rclpy.callback_groups import MutuallyExclusiveCallbackGroup, ReentrantCallbackGroup
 from rclpy.event_handler import SubscriptionEventCallbacks
 from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
@@ -40,23 +43,33 @@ from std_msgs.msg import Header
 from std_srvs.srv import Trigger
 from visualization_msgs.msg import MarkerArray
 
-from sam2_ros_interfaces.msg import ObjectTrack, Tracks
+from sam2_ros_interfaces.msg import ObjectTrack, PromptEvent, Tracks
 from sam2_ros_interfaces.srv import AddPrompt, RemoveObject
 
 from engine.overlay import render_overlay
 from engine.tracker import ObjectResult
 
 from .backend import BackendError, build_engine
-from .config import LIVE_PARAMETERS, PARAMETERS, NodeConfig, check_parameter, coerce, describe
+from .config import (LIVE_PARAMETERS, PARAMETERS, NodeConfig, check_parameter, coerce, describe,
+                     limits)
 from .conversions import (InputError, check_prompt_size, compressed_to_rgb, fill_image,
-                          image_to_rgb, label_image)
+                          fill_track_mask, image_to_rgb, label_image)
 from .deadlines import TICK_S as DEADLINE_TICK_S, Deadlines
 from .depth_input import DepthInput
 from .depth_output import depth_status, locate_tracks, markers, point_cloud, set_unknown
 from .diagnostics import FrameStats, LogThrottle, diagnostic_array
-from .session import Frame, TrackingSession, stamp_text
+from .session import DetectionOutcome, Frame, PromptOutcome, TrackingSession, stamp_text
+from .topic_prompts import click_prompt, detections_from_msg, track_detections
 from .transport import shm_segment_bytes
 from .worker import CANCELLED, LatestFrameWorker, ShuttingDown
+
+try:  # optional: ROS desktop installs have vision_msgs; the pip wheels used here do not
+    from vision_msgs.msg import (BoundingBox2D, Detection2D, Detection2DArray,
+                                 ObjectHypothesisWithPose)
+    VISION_MSGS = ""
+except ImportError as _err:  # no detections in or out; said once at configure
+    Detection2DArray = None
+    VISION_MSGS = str(_err)
 
 SUCCESS, FAILURE = TransitionCallbackReturn.SUCCESS, TransitionCallbackReturn.FAILURE
 SHUTDOWN_BUDGET_S = 1.5  # SIGINT/SIGTERM: longest wait for a running inference before exiting
@@ -75,6 +88,8 @@ def _qos(kind: str, depth: int) -> QoSProfile:
 # as they come (none blocks it) and answers "busy" beyond max_pending_requests: an overflow is
 # an answer and a count in /diagnostics, never a silent loss.
 SERVICE_QOS = QoSProfile(history=HistoryPolicy.KEEP_ALL, reliability=ReliabilityPolicy.RELIABLE)
+# Prompts on topics (clicks, detections): kept the same way, each one applied or refused.
+PROMPT_QOS = SERVICE_QOS
 
 
 def _answers_errors(handler):
@@ -101,10 +116,9 @@ class Sam2Node(LifecycleNode):
 
     def __init__(self, **kwargs: Any) -> None:
         super().__init__("sam2_node", **kwargs)
-        for name, f in PARAMETERS.items():
-            # Dynamic typing: a wrong type reaches the check below and is refused with a reason.
-            self.declare_parameter(name, f.default, ParameterDescriptor(
-                description=describe(name), dynamic_typing=True))
+        self._refused_overrides: dict[str, str] = {}  # bad start-up values: configure says why
+        for name in PARAMETERS:
+            self._declare(name)
         self.add_on_set_parameters_callback(self._on_set_parameters)
         self.cfg: NodeConfig | None = None
         self._session: TrackingSession | None = None
@@ -124,6 +138,8 @@ class Sam2Node(LifecycleNode):
         self._throttle = LogThrottle(period_s=5.0)
         self._depth: DepthInput | None = None  # with depth_enabled
         self._depth_subs: list[Any] = []
+        self._prompt_subs: list[Any] = []  # clicks and detections, while active
+        self._camera_info: CameraInfo | None = None  # the latest, republished with ~/overlay
         self._state = "unconfigured"
         self._closing = False  # set once shutdown has begun: the worker publishes nothing more
         # Jobs finished on the worker thread, handed to the executor thread by a guard condition.
@@ -137,6 +153,8 @@ class Sam2Node(LifecycleNode):
         self._shm_bytes = shm_segment_bytes()
         self._largest_frame = 0
         self._diag_pub = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
+        # What became of every prompt (service, click, detection): applied or refused, and why.
+        self._events_pub = self.create_publisher(PromptEvent, "~/events", 100)
         # The services live as long as the node: a request waiting when the node is cleaned
         # up is answered ("not configured"), and one sent while unconfigured is told so.
         srv_qos, group = SERVICE_QOS, self._wait_group
@@ -152,9 +170,40 @@ class Sam2Node(LifecycleNode):
         self._diag_timer = self.create_timer(period if isinstance(period, float) and period > 0
                                              else 1.0, self._on_diagnostics)
 
+    def _declare(self, name: str) -> None:
+        """Declare a parameter with its type, range and constraints. A start-up value (launch
+        file, --ros-args) that the parameter's check refuses is not taken: the default is kept
+        and configure fails with the reason; an integer for a float parameter is its float."""
+        default = PARAMETERS[name].default
+
+        def descriptor() -> ParameterDescriptor:
+            span, text = limits(name)
+            d = ParameterDescriptor(description=describe(name), additional_constraints=text)
+            if span is not None and isinstance(default, int) and not isinstance(default, bool):
+                d.integer_range = [IntegerRange(from_value=span[0], to_value=span[1], step=0)]
+            elif span is not None and isinstance(default, float):
+                d.floating_point_range = [FloatingPointRange(from_value=span[0],
+                                                             to_value=span[1], step=0.0)]
+            return d
+        given = getattr(self, "_parameter_overrides", {}).get(name)
+        if given is None:
+            self.declare_parameter(name, default, descriptor())
+            return
+        value = coerce(name, given.value)
+        problem = check_parameter(name, value)
+        if problem:
+            self._refused_overrides[name] = problem
+            value = default
+        self.declare_parameter(name, value, descriptor(), ignore_override=True)
+
     # ----------------------------------------------------------------- lifecycle
     def on_configure(self, state: LifecycleState) -> TransitionCallbackReturn:
         try:
+            if self._refused_overrides:
+                raise ValueError("invalid parameters: " +
+                                 "; ".join(self._refused_overrides.values()) +
+                                 " (the default was kept; set a valid value and configure "
+                                 "again)")
             cfg = NodeConfig.from_values({n: self.get_parameter(n).value for n in PARAMETERS})
             self.get_logger().info(f"configuring: loading {cfg.model} ({cfg.backend}, "
                                    f"{cfg.device})")
@@ -176,7 +225,16 @@ class Sam2Node(LifecycleNode):
             "masks": self.create_lifecycle_publisher(Image, "~/masks", out),
             "tracks": self.create_lifecycle_publisher(Tracks, "~/tracks", out),
             "overlay": self.create_lifecycle_publisher(Image, "~/overlay", out),
+            "camera_info": self.create_lifecycle_publisher(CameraInfo, "~/camera_info", out),
         }
+        if Detection2DArray is not None:
+            self._pubs["detections"] = self.create_lifecycle_publisher(
+                Detection2DArray, "~/detections", out)
+            log.info("vision_msgs found: boxes on detections become prompts; ~/detections "
+                     "published")
+        else:
+            log.info(f"vision_msgs not installed ({VISION_MSGS}): no detections input, no "
+                     "~/detections output")
         self._configure_depth(cfg, out)
         raw = compressed_to_rgb if cfg.input_transport == "compressed" else image_to_rgb
 
@@ -214,6 +272,7 @@ class Sam2Node(LifecycleNode):
             self._sub = self.create_subscription(msg_type, topic, self._on_image, qos,
                                                  callback_group=self._input_group)
         self._subscribe_depth(qos)
+        self._subscribe_prompts(qos)
         self.get_logger().info(f"active: listening on {self._sub.topic_name} ({cfg.input_qos})")
         self._state = "active"
         return super().on_activate(state)
@@ -242,9 +301,10 @@ class Sam2Node(LifecycleNode):
         if self._sub is not None:
             self.destroy_subscription(self._sub)
         self._sub = None
-        for sub in self._depth_subs:
+        for sub in self._depth_subs + self._prompt_subs:
             self.destroy_subscription(sub)
-        self._depth_subs = []
+        self._depth_subs, self._prompt_subs = [], []
+        self._camera_info = None
         if self._worker is not None:
             self._worker.clear()
 
@@ -356,14 +416,24 @@ class Sam2Node(LifecycleNode):
             Image(header=header), label_image(masks, labels, (h, w), dtype), cfg.label_encoding))
         tracks = [self._track_msg(r, labels[r.obj_id]) for r in results]
         depth_header = self._locate(frame, results, tracks) if self._depth else None
-        self._pubs["tracks"].publish(Tracks(header=header, objects=tracks,
+        self._pubs["tracks"].publish(Tracks(header=header, image_width=w, image_height=h,
+                                            objects=tracks,
                                             depth_header=depth_header or Header()))
+        if "detections" in self._pubs:
+            self._pubs["detections"].publish(_detection_array(header, tracks))
         overlay = self._pubs["overlay"]
         if cfg.publish_overlay and overlay.get_subscription_count() > 0:
             shown = [(r.obj_id, labels[r.obj_id], r.mask, r.box)
                      for r, t in zip(results, tracks) if t.visible]
             picture = render_overlay(frame.rgb, shown, cfg.overlay_alpha, self._banner)
             overlay.publish(fill_image(Image(header=header), picture, "rgb8"))
+            info = self._camera_info
+            if info is not None:  # for rviz's Camera display: same stamp and frame as overlay
+                self._pubs["camera_info"].publish(CameraInfo(
+                    header=header, height=info.height, width=info.width,
+                    distortion_model=info.distortion_model, d=info.d, k=info.k, r=info.r,
+                    p=info.p, binning_x=info.binning_x, binning_y=info.binning_y,
+                    roi=info.roi))
 
     def _track_msg(self, r: ObjectResult, label: int) -> ObjectTrack:
         visible = r.presence >= self.cfg.presence_threshold and r.box is not None
@@ -374,6 +444,7 @@ class Sam2Node(LifecycleNode):
             x0, y0, x1, y1 = r.box
             msg.bbox = RegionOfInterest(x_offset=x0, y_offset=y0, width=x1 - x0 + 1,
                                         height=y1 - y0 + 1)
+            fill_track_mask(msg, r.mask, r.box)
         return msg
 
     def _on_diagnostics(self) -> None:
@@ -560,32 +631,35 @@ class Sam2Node(LifecycleNode):
             if not future.done():
                 future.set_result(True)
 
+    async def _run_prompt(self, stamp_ns: int, job) -> tuple[Any, str | None, str]:
+        """Wait for the frame stamped ``stamp_ns`` if it has not arrived (prompt_wait_s), then
+        run ``job(session)`` on the worker: (result, None, "") or (None, reason, kind)."""
+        if (arrival := self._frame_arrival(stamp_ns)) is not None:
+            # The prompt overtook the frame it was made on: the executor keeps receiving
+            # frames while this callback waits for that one (or prompt_wait_s runs out).
+            if arrival is False:
+                return None, (f"busy: {self.cfg.max_pending_requests} prompts are already "
+                              "waiting for their frame; try again later"), "busy"
+            await arrival
+        session = self._session
+        return await self._call_worker(lambda: job(session))
+
     @_answers_errors
     async def _on_add_prompt(self, req: AddPrompt.Request, resp: AddPrompt.Response):
         asked = time.monotonic()
         resp.object_id = req.object_id
-        out, err, kind = None, None, ""
+        stamp_ns = req.frame_stamp.sec * 10**9 + req.frame_stamp.nanosec
         try:
             check_prompt_size(req)  # before anything waits or is queued
         except InputError as e:
-            err, kind = str(e), e.kind
-        stamp_ns = req.frame_stamp.sec * 10**9 + req.frame_stamp.nanosec
-        if err is None and (arrival := self._frame_arrival(stamp_ns)) is not None:
-            # The request overtook the frame it was made on: the executor keeps receiving
-            # frames while this callback waits for that one (or prompt_wait_s runs out).
-            if arrival is False:
-                kind = "busy"
-                err = (f"busy: {self.cfg.max_pending_requests} prompts are already waiting for "
-                       "their frame; try again later")
-            else:
-                await arrival
-        if err is None:
-            session = self._session
-            out, err, kind = await self._call_worker(
-                lambda: session.prompt(req.object_id, req, stamp_ns, asked))
+            out, err, kind = None, str(e), e.kind
+        else:
+            out, err, kind = await self._run_prompt(
+                stamp_ns, lambda s: s.prompt(req.object_id, req, stamp_ns, asked))
+        event = Header(stamp=req.frame_stamp)
         if err is not None:
             resp.success, resp.message = False, f"prompt refused: {err}"
-            self._log_throttled("warning", f"prompt_refused:{kind}", resp.message)
+            self._report("service", event, req.object_id, None, resp.message, kind)
             return resp
         resp.success, resp.message = True, out.message
         late = time.monotonic() - asked
@@ -595,8 +669,122 @@ class Sam2Node(LifecycleNode):
         resp.applied_stamp = Time(sec=out.applied_stamp_ns // 10**9,
                                   nanosec=out.applied_stamp_ns % 10**9)
         resp.track = self._track_msg(out.result, out.label)
-        self._log_throttled("info", "prompt_applied", out.message)
+        self._report("service", event, out.object_id, out, out.message)
         return resp
+
+    # ------------------------------------------------------------ topic prompts
+    def _subscribe_prompts(self, qos: QoSProfile) -> None:
+        """Clicks (rqt_image_view's <image>_mouse_left convention), negative clicks, the
+        camera's CameraInfo (republished with ~/overlay) and, with vision_msgs, detections."""
+        group = self._wait_group
+        subs = [
+            self.create_subscription(PointStamped, "image_mouse_left", self._on_click,
+                                     PROMPT_QOS, callback_group=group),
+            self.create_subscription(PointStamped, "~/overlay_mouse_left", self._on_click,
+                                     PROMPT_QOS, callback_group=group),
+            self.create_subscription(PointStamped, "~/negative_click", self._on_negative_click,
+                                     PROMPT_QOS, callback_group=group),
+            self.create_subscription(CameraInfo, "camera_info", self._on_camera_info, qos,
+                                     callback_group=self._input_group),
+        ]
+        if Detection2DArray is not None:
+            subs.append(self.create_subscription(Detection2DArray, "detections",
+                                                 self._on_detections, PROMPT_QOS,
+                                                 callback_group=group))
+        self._prompt_subs = subs
+        self.get_logger().info("clicks on " + ", ".join(s.topic_name for s in subs[:3]) + (
+            f"; detections on {subs[4].topic_name}" if len(subs) > 4 else
+            "; no detections input (vision_msgs not installed)"))
+
+    def _on_camera_info(self, msg: CameraInfo) -> None:
+        self._camera_info = msg
+
+    async def _on_click(self, msg: PointStamped) -> None:
+        await self._click(msg, positive=True)
+
+    async def _on_negative_click(self, msg: PointStamped) -> None:
+        await self._click(msg, positive=False)
+
+    async def _click(self, msg: PointStamped, positive: bool) -> None:
+        """A click: the object under it is refined, or a new object starts (a negative click
+        on no object is refused). Outcome in the log, on ~/events and in /diagnostics."""
+        try:
+            asked = time.monotonic()
+            stamp_ns = msg.header.stamp.sec * 10**9 + msg.header.stamp.nanosec
+            x, y = float(msg.point.x), float(msg.point.y)
+            source = "click" if positive else "negative_click"
+            try:
+                click_prompt(x, y, positive)  # before anything waits or is queued
+            except InputError as e:
+                out, err, kind = None, str(e), e.kind
+            else:
+                out, err, kind = await self._run_prompt(
+                    stamp_ns, lambda s: s.click(x, y, positive, stamp_ns, asked))
+            text = out.message if err is None else f"{source} refused: {err}"
+            self._report(source, msg.header, out.object_id if out else -1, out, text, kind,
+                         (x, y))
+        except Exception as err:  # a bug: log it, keep the node running
+            self._prompt_crashed("click", err)
+
+    async def _on_detections(self, msg) -> None:
+        """A detector's boxes: new objects, or re-prompts of lost objects (sam2_ros/
+        topic_prompts.py); each box's outcome in the log, on ~/events and in /diagnostics."""
+        try:
+            asked = time.monotonic()
+            stamp_ns = msg.header.stamp.sec * 10**9 + msg.header.stamp.nanosec
+            try:
+                dets = detections_from_msg(msg)
+            except (AttributeError, TypeError, ValueError) as e:
+                self._report("detection", msg.header, -1, None,
+                             f"detections refused: not a Detection2DArray as expected ({e!r})",
+                             "detection_msg")
+                return
+            if not dets:
+                return
+            cfg = self.cfg
+            out, err, kind = await self._run_prompt(
+                stamp_ns, lambda s: s.detections(dets, stamp_ns, cfg.detection_match_iou,
+                                                 cfg.detection_min_score, asked))
+            if err is not None:  # the frame or the worker refused them all
+                for d in dets:
+                    self._report("detection", msg.header, -1, None,
+                                 f"detection refused: {err}", kind, (d.center_x, d.center_y))
+                return
+            for o in out:
+                self._report_detection(msg.header, o)
+        except Exception as err:  # a bug: log it, keep the node running
+            self._prompt_crashed("detections", err)
+
+    def _report_detection(self, header: Header, o: DetectionOutcome) -> None:
+        d = o.detection
+        where = (d.center_x, d.center_y)
+        if o.prompt is None:  # no prompt needed or possible: said at debug level only
+            self.get_logger().debug(f"detection at ({where[0]:.0f}, {where[1]:.0f}) left out: "
+                                    f"{o.error}")
+            return
+        text = o.outcome.message if o.outcome else f"detection refused: {o.error}"
+        self._report("detection", header, o.prompt.object_id, o.outcome, text, "detection",
+                     where)
+
+    def _report(self, source: str, header: Header, obj_id: int, out: PromptOutcome | None,
+                text: str, kind: str = "", xy: tuple[float, float] | None = None) -> None:
+        """One prompt's outcome: logged (throttled per kind), counted in /diagnostics,
+        published on ~/events."""
+        applied = out is not None
+        self._stats.on_prompt(source, applied, "" if applied else text)
+        if applied:
+            self._log_throttled("info", "prompt_applied", text)
+        else:
+            self._log_throttled("warning", f"prompt_refused:{kind}", text)
+        x, y = (_f32(v) for v in xy) if xy else (float("nan"),) * 2
+        self._events_pub.publish(PromptEvent(
+            header=header, source=source, success=applied,
+            action=out.action if applied else "refused", object_id=int(obj_id), x=x, y=y,
+            message=text[:1000]))
+
+    def _prompt_crashed(self, what: str, err: Exception) -> None:
+        self._stats.on_error(f"{what} failed: {err!r}"[:300])
+        self.get_logger().error(f"{what} failed: {err!r}\n{traceback.format_exc()}")
 
     @_answers_errors
     async def _on_remove_object(self, req: RemoveObject.Request, resp: RemoveObject.Response):
@@ -614,16 +802,44 @@ class Sam2Node(LifecycleNode):
 
     # --------------------------------------------------------------- parameters
     def _on_set_parameters(self, params: list) -> SetParametersResult:
+        """Refuse bad values (the reason says why), and, while configured, a parameter that
+        only applies at configure: what `ros2 param get` shows is always what is in effect."""
+        params = [p for p in params if p.name in PARAMETERS]  # not rclpy's own (use_sim_time)
         problems = [p for prm in params if (p := check_parameter(prm.name, prm.value))]
         if problems:
             return SetParametersResult(successful=False, reason="; ".join(problems))
+        later = [p.name for p in params if p.name not in LIVE_PARAMETERS]
+        if later and self._state in ("inactive", "active"):
+            return SetParametersResult(successful=False, reason=(
+                f"{', '.join(later)} only apply at configure and the node is {self._state}: "
+                "deactivate and clean it up, set them, configure again"))
         if self.cfg is not None:
             live = {p.name: coerce(p.name, p.value) for p in params if p.name in LIVE_PARAMETERS}
             self.cfg = replace(self.cfg, **live)
-            later = [p.name for p in params if p.name not in LIVE_PARAMETERS]
-            if later:
-                self.get_logger().info(f"{', '.join(later)} take effect at the next configure")
+            if self._session is not None:
+                self._session.cfg = self.cfg
+        for p in params:  # a valid value replaces a refused start-up value
+            self._refused_overrides.pop(p.name, None)
         return SetParametersResult(successful=True)
+
+
+def _f32(v: float) -> float:
+    """``v`` as a float32 field takes it (beyond float32's range: infinity)."""
+    return v if not math.isfinite(v) or abs(v) <= 3.4e38 else math.copysign(math.inf, v)
+
+
+def _detection_array(header: Header, tracks: list[ObjectTrack]):
+    """vision_msgs/Detection2DArray of the visible objects (id as class, presence as score)."""
+    out = Detection2DArray(header=header)
+    for obj_id, d in track_detections(tracks):
+        det = Detection2D(header=header, id=str(obj_id), bbox=BoundingBox2D(
+            size_x=d.size_x, size_y=d.size_y))
+        det.bbox.center.position.x, det.bbox.center.position.y = d.center_x, d.center_y
+        hyp = ObjectHypothesisWithPose()
+        hyp.hypothesis.class_id, hyp.hypothesis.score = d.class_id, d.score
+        det.results = [hyp]
+        out.detections.append(det)
+    return out
 
 
 def main(args: list[str] | None = None) -> None:

@@ -11,7 +11,7 @@ from __future__ import annotations
 import threading
 import time
 from collections import deque
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Callable
 
 import numpy as np
@@ -24,6 +24,8 @@ from .backend import Engine
 from .config import NodeConfig
 from .conversions import InputError, prompt_from_request
 from .diagnostics import FrameStats
+from .topic_prompts import (Detection, DetectionPrompt, KnownObject, box_prompt, click_prompt,
+                            match_detections, next_object_id, object_under)
 
 
 @dataclass
@@ -98,6 +100,18 @@ class PromptOutcome:
     applied_stamp_ns: int
     result: ObjectResult  # the object on the newest tracked frame
     message: str
+    action: str = ""  # "added" or "refined" ("re-prompted" for a lost object's detection)
+
+
+@dataclass(frozen=True)
+class DetectionOutcome:
+    """One detection's fate: a prompt applied (``outcome``) or refused (``error``), or no
+    prompt at all (``prompt`` None: ``error`` says why it was left out)."""
+
+    detection: Detection
+    prompt: DetectionPrompt | None
+    outcome: PromptOutcome | None
+    error: str | None
 
 
 class TrackingSession:
@@ -113,6 +127,9 @@ class TrackingSession:
         self.labels: dict[int, int] = {}  # object id -> value in the ~/masks image
         self.current: Frame | None = None  # the frame the tracker last tracked
         self._last_seq = 0
+        # For detections: each object's box while visible (pixel edges) and who is visible now
+        self._last_box: dict[int, tuple[float, float, float, float]] = {}
+        self._visible: set[int] = set()
 
     # ----------------------------------------------------------------- frames
     def process(self, frame: Frame) -> None:
@@ -132,6 +149,9 @@ class TrackingSession:
         results = list(self.engine.tracker.track(frame.rgb).objects.values())
         frame.masks = {r.obj_id: r.mask for r in results}
         self.current = frame
+        self._visible = set()
+        for r in results:
+            self._note(r)
         self._publish(frame, results, dict(self.labels))
         self.stats.on_processed(time.monotonic() - frame.received, skipped)
 
@@ -145,12 +165,62 @@ class TrackingSession:
         return frame
 
     # ---------------------------------------------------------------- prompts
+    def _note(self, r: ObjectResult) -> None:
+        """Remember whether ``r`` (on the current frame) is visible, and its box if so."""
+        if r.box is not None and r.presence >= self.cfg.presence_threshold:
+            x0, y0, x1, y1 = r.box
+            self._last_box[r.obj_id] = (float(x0), float(y0), float(x1 + 1), float(y1 + 1))
+            self._visible.add(r.obj_id)
+        else:
+            self._visible.discard(r.obj_id)
+
     def prompt(self, obj_id: int, request: Any, stamp_ns: int,
                asked_at: float | None = None) -> PromptOutcome:
         """Apply an AddPrompt request (received at ``asked_at``, time.monotonic(): the prompt
         window is counted from then). Raises InputError / ValueError / KeyError with the
         reason; then no object and no label has changed."""
         target, note = self._target_frame(stamp_ns, asked_at)
+        return self._apply(obj_id, request, target, note)
+
+    def click(self, x: float, y: float, positive: bool, stamp_ns: int,
+              asked_at: float | None = None) -> PromptOutcome:
+        """A click on the frame stamped ``stamp_ns`` (0: the newest): a positive click refines
+        the object under it or starts a new one, a negative click takes the spot from the
+        object under it (sam2_ros/topic_prompts.py). Raises like ``prompt``."""
+        request = click_prompt(x, y, positive)
+        target, note = self._target_frame(stamp_ns, asked_at)
+        masks = {i: m for i, m in (target.masks or {}).items() if i in self.labels}
+        under = object_under(masks, x, y)
+        if under is None and not positive:
+            raise InputError(f"negative click at ({x:.1f}, {y:.1f}) is on no object (tracked: "
+                             f"{sorted(self.labels)}); a negative click removes a part of the "
+                             "object it lands on", "negative_click_on_nothing")
+        obj_id = under if under is not None else next_object_id(self.labels)
+        return self._apply(obj_id, request, target, note)
+
+    def detections(self, detections: list[Detection], stamp_ns: int, match_iou: float,
+                   min_score: float, asked_at: float | None = None) -> list[DetectionOutcome]:
+        """A detector's boxes on the frame stamped ``stamp_ns``: new objects, or re-prompts
+        of lost objects whose last box they match (topic_prompts.match_detections). Each box
+        is applied or refused on its own; raises (nothing applied) when the frame is refused."""
+        target, note = self._target_frame(stamp_ns, asked_at)
+        known = [KnownObject(i, self._last_box.get(i), i in self._visible) for i in self.labels]
+        prompts, skipped = match_detections(detections, known, match_iou, min_score,
+                                            self.cfg.max_objects - len(self.labels))
+        out = [DetectionOutcome(d, None, None, why) for d, why in skipped]
+        for p in prompts:
+            try:
+                done = self._apply(p.object_id, box_prompt(p.box), target, note)
+            except (ValueError, KeyError, RuntimeError) as err:
+                out.append(DetectionOutcome(p.detection, p, None, str(err)))
+                continue
+            if p.action == "re-prompted":
+                done = replace(done, action=p.action, message=done.message.replace(
+                    " refined ", " re-prompted (lost, found again by a detection) ", 1))
+            out.append(DetectionOutcome(p.detection, p, done, None))
+        return out
+
+    def _apply(self, obj_id: int, request: Any, target: Frame, note: str) -> PromptOutcome:
         prompt = prompt_from_request(request, target.rgb.shape[:2])
         # The engine's own checks (inside the frame, finite, ...) before any replay work.
         parse_prompt(**prompt.kwargs(), frame_hw=target.rgb.shape[:2],
@@ -170,11 +240,14 @@ class TrackingSession:
         if is_new:
             used = set(self.labels.values())
             self.labels[obj_id] = next(v for v in range(1, len(used) + 2) if v not in used)
+        if self.current.masks is not None:  # the object as it is now on the current frame
+            self.current.masks[obj_id] = result.mask
+        self._note(result)
         verb = "added" if is_new else "refined"
         msg = (f"object {obj_id} {verb} with {prompt.describe()}, {how}{note}; label "
                f"{self.labels[obj_id]}, presence {result.presence:.2f}, predicted IoU "
                f"{result.iou:.2f}")
-        return PromptOutcome(obj_id, self.labels[obj_id], target.stamp_ns, result, msg)
+        return PromptOutcome(obj_id, self.labels[obj_id], target.stamp_ns, result, msg, verb)
 
     def _target_frame(self, stamp_ns: int, asked_at: float | None) -> tuple[Frame, str]:
         """The frame a prompt stamped ``stamp_ns`` (0: the newest) applies to, and a note.
@@ -235,10 +308,14 @@ class TrackingSession:
             raise KeyError(f"unknown object id {obj_id}; tracked ids: {sorted(self.labels)}")
         self.engine.tracker.remove_object(obj_id)
         label = self.labels.pop(obj_id)
+        self._last_box.pop(obj_id, None)
+        self._visible.discard(obj_id)
         return f"object {obj_id} (label {label}) removed; {len(self.labels)} left"
 
     def reset(self) -> str:
         n = len(self.labels)
         self.engine.tracker.reset()  # the current frame stays promptable
         self.labels.clear()
+        self._last_box.clear()
+        self._visible.clear()
         return f"reset: {n} object(s) and all memory dropped"

@@ -76,18 +76,23 @@ def node_process_fixtures(params: dict[str, Any]):
 
 
 class NodeProcess:
-    """``python -m sam2_ros.node`` in a subprocess; its output goes to a temp file."""
+    """``python -m sam2_ros.node`` in a subprocess (or ``command``, given the node's ROS
+    arguments, e.g. an installed ``sam2_node``); its output goes to a temp file."""
 
     def __init__(self, params: dict[str, Any], domain_id: int | None = None,
-                 remaps: dict[str, str] | None = None) -> None:
+                 remaps: dict[str, str] | None = None,
+                 command: Callable[[list[str]], list[str]] | None = None,
+                 cwd: Path | None = None) -> None:
         self.domain_id = domain_id if domain_id is not None else unique_domain_id()
         self.namespace = f"/t{uuid.uuid4().hex[:10]}"
         self.name = f"{self.namespace}/{NODE}"
         remaps = {"__ns": self.namespace, **(remaps or {})}
         self._log = tempfile.NamedTemporaryFile("w+", prefix="sam2_node_", suffix=".log")
+        args = ros_args(params, remaps)
+        argv = command(args) if command else [sys.executable, "-m", "sam2_ros.node", *args]
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "sam2_ros.node", *ros_args(params, remaps)], cwd=ROOT,
-            env=ros_env(self.domain_id), stdout=self._log, stderr=subprocess.STDOUT)
+            argv, cwd=cwd or ROOT, env=ros_env(self.domain_id), stdout=self._log,
+            stderr=subprocess.STDOUT)
 
     def log(self) -> str:
         return Path(self._log.name).read_text(errors="replace")

@@ -256,9 +256,10 @@ def test_diagnostics_report_rate_latency_drops_objects_backend(ros):
 
 @pytest.mark.parametrize("name,value,reason", [
     ("image_size", 100, "multiple of 32"),
-    ("presence_threshold", 2.0, "[0.0, 1.0]"),
+    ("presence_threshold", 2.0, "out of range Min: 0.0, Max: 1.0"),  # its descriptor's range
     ("input_transport", "h264", "must be one of raw, compressed"),
-    ("max_objects", "many", "expected int"),
+    ("max_objects", "many", "Wrong parameter type, expected 'Type.INTEGER'"),
+    ("num_threads", 2, "only apply at configure and the node is active"),
 ])
 def test_invalid_parameters_refused_with_reason(ros, name, value, reason):
     (result,) = ros.set_parameters(**{name: value})
