@@ -38,6 +38,7 @@ class Job:
         with self._lock:
             if self.state == PENDING:
                 self.state = CANCELLED
+                self.fn = self.on_done = None  # never runs: hold nothing it would have used
                 return True
             return self.state == CANCELLED
 
@@ -55,8 +56,13 @@ class Job:
             if self.state in (PENDING, RUNNING):
                 self.state = DONE
         self.finished.set()
-        if self.on_done is not None:
-            self.on_done(self)
+        # A finished job keeps its outcome only. Its function and callback go: the callback
+        # usually holds the caller's future, which holds this job, and the function the session
+        # it ran on; kept, that cycle would keep a cleaned-up session's tracker and model alive
+        # until the next full garbage collection.
+        on_done, self.on_done, self.fn = self.on_done, None, None
+        if on_done is not None:
+            on_done(self)
 
     def run(self) -> None:
         if not self._start():

@@ -128,3 +128,26 @@ def test_answered_requests_leave_nothing_behind(node_in_process):
         answer = call(applied())
         assert answer.success, answer.message
     assert held() == before
+
+
+def test_cleanup_frees_the_tracker_without_waiting_for_the_garbage_collector(node_in_process):
+    """After cleanup nothing of the old configuration is left: its tracker and model are freed
+    at once, not at the next full garbage collection (a finished request used to hold its
+    session in a reference cycle, so a reconfigure loaded the new model beside the old one)."""
+    import gc
+    import weakref
+
+    from rclpy.lifecycle import TransitionCallbackReturn
+
+    node, call = node_in_process
+    answer = call(AddPrompt.Request(object_id=1, points_x=[60.0], points_y=[50.0], labels=[1]))
+    assert answer.success, answer.message
+    tracker = weakref.ref(node._session.engine.tracker)
+    gc.disable()
+    try:
+        ok = TransitionCallbackReturn.SUCCESS
+        assert node.trigger_deactivate() == ok and node.trigger_cleanup() == ok
+        assert node._session is None
+        assert tracker() is None, "the cleaned-up tracker is still referenced"
+    finally:
+        gc.enable()
