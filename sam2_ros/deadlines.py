@@ -48,6 +48,7 @@ class Deadlines:
         with self._lock:
             if entry in self._pending:
                 self._pending.remove(entry)
+        entry.fn = _nothing  # what it would have called (and all that holds) is let go
 
     def run_due(self) -> int:
         """Run (and forget) every call that is due; how many ran."""
@@ -58,9 +59,14 @@ class Deadlines:
             due = [e for e in self._pending if e.when <= now]
             self._pending = [e for e in self._pending if e.when > now]
         for entry in sorted(due, key=lambda e: e.when):
-            entry.fn()
+            fn, entry.fn = entry.fn, _nothing
+            fn()
         return len(due)
 
     def clear(self) -> None:
         with self._lock:
             self._pending = []
+
+
+def _nothing() -> None:
+    pass
