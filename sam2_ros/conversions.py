@@ -1,7 +1,8 @@
 """sensor_msgs images <-> numpy without cv_bridge, and prompt requests -> checked arrays.
 
-Inputs are decoded to (H, W, 3) uint8 RGB, the tracker's format; every failure raises
-``InputError`` (a ValueError) whose message says what was wrong with the message. Outputs fill
+Inputs are decoded to (H, W, 3) uint8 RGB, the tracker's format; every failure raises the
+engine's ``InputError`` (``engine/errors.py``, a ValueError with a ``kind``) whose message says
+what was wrong with the message. Outputs fill
 ``msg.data`` from ``bytes`` (assigning a numpy array to a message field is ~100x slower).
 Nothing here imports rclpy: messages are only read and filled by attribute.
 """
@@ -12,16 +13,8 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
+from engine.errors import InputError
 from engine.prompts import MAX_POINTS
-
-
-class InputError(ValueError):
-    """A message the node cannot use; the text says why. ``kind`` names the class of problem
-    (a short fixed word: the log is throttled per kind, not per message)."""
-
-    def __init__(self, message: str, kind: str = "invalid") -> None:
-        super().__init__(message)
-        self.kind = kind
 
 
 # encoding -> (channels, dtype, cv2 conversion to RGB or None when already RGB / special)
