@@ -127,7 +127,7 @@ def _make_runtime(cfg: NodeConfig, model: Any, threads: int) -> Any:
     """The runtime of ``cfg.backend`` over ``model``, with a memory capacity that fits the
     tracker's banks; a backend that cannot run here is refused with its reason."""
     from engine.memory_layout import MemoryCapacity
-    from engine.runtime import make_runtime
+    from engine.runtime_factory import make_runtime
 
     opts: dict[str, Any] = {"precision": cfg.precision}
     if cfg.backend != "torch":

@@ -7,7 +7,7 @@ conversion and the results -> masks conversion). What is left of a ``track`` cal
 named stages (memory-bank bookkeeping, assembling the memory, mask upscaling) is ``glue``.
 
     clock = StageClock()
-    tracker = StreamingTracker(runtime.model, runtime=TimedRuntime(runtime, clock))
+    tracker = StreamingTracker(runtime=TimedRuntime(runtime, clock))
     instrument(tracker, clock)
     with clock.frame() as record:
         tracker.track(frame)
@@ -102,7 +102,8 @@ class TimedRuntime:
         self.inner = runtime
         self.name = runtime.name
         self.device = runtime.device
-        self.model = runtime.model
+        self.cfg = runtime.cfg
+        self.glue = runtime.glue
         for method, stage in RUNTIME_STAGES.items():
             setattr(self, method, clock.wrap(stage, getattr(runtime, method)))
 

@@ -58,6 +58,7 @@ class TorchRuntime:
             raise ValueError(f"compile=True needs a CUDA device (torch.compile and CUDA graphs "
                              f"pay off on GPU only), got device {device}")
         self.model = model.to(device).eval()
+        self.glue = self.model  # the model is a TrackingGlue: on this backend, the glue itself
         self.cfg = model.cfg
         self.device = device
         # Eager attention takes any memory length; only the compiled graph has a fixed capacity.
@@ -73,10 +74,10 @@ class TorchRuntime:
             self._compile()
 
     def _compile(self) -> None:
-        from ..export.parts import MemoryAttentionPart
+        from ..model.fixed_attention import FixedCapacityAttention
 
         self._encode = torch.compile(self.model.encode_image, mode="reduce-overhead")
-        self._attend_fixed = torch.compile(MemoryAttentionPart(self.model, self.capacity),
+        self._attend_fixed = torch.compile(FixedCapacityAttention(self.model, self.capacity),
                                            mode="reduce-overhead")
 
     def encode_image(self, image: Tensor) -> ImageFeatures:
