@@ -93,8 +93,8 @@ def _onnxruntime(model, device, cache_dir, capacity, threads: int = 0, precision
     for name, part in exported.parts.items():
         key = verdict_key(name, part.sha256, fp32.parts[name].sha256, FP16_TOLERANCE)
         verdicts[name] = (part.path.with_suffix(".fp16check.json"), key)
-    checks = _checks(verdicts, lambda: check_fp16_parts(runtime(exported), runtime(fp32)), log,
-                     "onnxruntime")
+    checks = _checks(verdicts, lambda: check_fp16_parts(runtime(exported), runtime(fp32),
+                                                        FP16_TOLERANCE), log, "onnxruntime")
     parts = {name: fp32.parts[name] if not checks[name].passed else part
              for name, part in exported.parts.items()}
     return runtime(ExportedModel(parts, exported.capacity))
@@ -155,7 +155,7 @@ def _tensorrt(model, device, cache_dir, capacity, precision: str = "fp16",
         def run() -> dict[str, PartCheck]:
             candidate = TensorRTRuntime(TrackingGlue.of(model), exported, engines, device)
             try:
-                return check_fp16_parts(candidate, TorchRuntime(model))
+                return check_fp16_parts(candidate, TorchRuntime(model), FP16_TOLERANCE)
             finally:
                 del candidate
                 torch.cuda.empty_cache()

@@ -130,3 +130,20 @@ def check_fits(cfg: ModelConfig, objects: int, capacity: MemoryCapacity, precisi
         f"{cfg.name} at {cfg.image_size} px, {precision}, {objects} objects, memory capacity "
         f"{capacity.tag()} needs about {est.describe()}, but the GPU has "
         f"{free_bytes / GIB:.2f} GiB free: {advice}")
+
+
+def budget_table(cfg: ModelConfig, objects: tuple[int, ...], cond_frames: tuple[int, ...],
+                 precision: str = "fp16") -> str:
+    """A Markdown table of ``estimate_gpu_memory`` (low-high GiB) for model ``cfg``: one row
+    per number of prompted frames kept (the memory capacity), one column per object count."""
+    head = "| prompted frames kept (capacity) | " + " | ".join(
+        f"{n} object{'s' if n > 1 else ''}" for n in objects) + " |"
+    rows = [head, "|---|" + "---|" * len(objects)]
+    for k in cond_frames:
+        cap = MemoryCapacity.for_bank(cfg, k)
+        cells = []
+        for n in objects:
+            est = estimate_gpu_memory(cfg, n, cap, precision, k)
+            cells.append(f"{est.low / GIB:.1f}-{est.high / GIB:.1f}")
+        rows.append(f"| {k} ({cap.tag()}) | " + " | ".join(cells) + " |")
+    return "\n".join(rows)

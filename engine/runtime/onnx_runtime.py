@@ -10,6 +10,8 @@ did not load (onnxruntime then falls back to the CPU without a word) is refused.
 """
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import torch
 
@@ -77,6 +79,7 @@ class OnnxPart:
         if threads:
             options.intra_op_num_threads = threads
         self.name = spec.name
+        self.path = Path(path)
         self.spec = spec
         self.device = device
         self.stream = stream

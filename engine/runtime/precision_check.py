@@ -30,11 +30,11 @@ from ..memory_layout import MemoryCapacity
 from .base import Runtime
 
 # Largest relative RMS error of an FP16 part's held outputs vs FP32. Measured on a CPU with
-# onnxruntime's FP16 graphs on the probe frame (tests/test_precision_check.py prints them):
-# the bundled model's parts stay below 0.5 % and a tiny SAM 2.1 with random weights below 2 %;
-# 5 % keeps a margin over both while catching what FP16 breaks (an overflow or a lost click
-# encoding gives errors of order 100 %).
-FP16_TOLERANCE = 0.05
+# onnxruntime's FP16 graphs on the probe frame (tests/test_gpu_path_on_cpu.py prints them):
+# every output of the bundled model (192 px) within 6e-4, of a tiny SAM 2.1 with random
+# weights (128 px) within 1e-3. 2 % leaves a margin of 20 for FP16 engines' own rounding while
+# catching what FP16 breaks (an overflow is inf; a lost encoding is an error of order 100 %).
+FP16_TOLERANCE = 0.02
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 

@@ -17,8 +17,8 @@ object axis, the click range those of the decoders, the capacity that of the mem
 
 FP16 safeguards (TensorRT <= 10, which lowers an FP32 graph itself): normalisation layers
 (ONNX LayerNormalization: every LayerNorm of the model, engine/model/common.py) and the click
-Fourier features (the prompt encoder's ``pe_layer``: sin/cos of 2*pi*(xy @ G) lose whole periods
-in FP16) are pinned to FP32 (``keep_fp32_layers``); and every FP16 engine is checked against
+Fourier features (sin/cos of 2*pi*(xy @ G) and the arithmetic of their angles, which lose
+whole periods in FP16) are pinned to FP32 (``keep_fp32_layers``); and every FP16 engine is checked against
 FP32 on real inputs after it is built (engine/runtime/precision_check.py), a part that fails
 falling back to its FP32 engine (engine/runtime_factory.py says so in its log).
 
@@ -213,26 +213,66 @@ def parse_onnx(trt, builder, logger, onnx_path: Path, strongly_typed: bool):
 
 
 # Layers an FP16 engine keeps in FP32 (TensorRT <= 10 with BuilderFlag.FP16): normalisations
-# (their variance overflows FP16) and the click Fourier features (angles of many periods).
-FP32_NAME_MARKS = ("/pe_layer/",)
-FP32_ONNX_OPS = ("LayerNormalization",)
+# (their variance overflows FP16) and the click Fourier features: sin/cos and the arithmetic
+# that computes their angles, 2*pi*(2*xy/size - 1) @ G (angles of many periods lose whole
+# radians in FP16), found by walking back from each sin/cos up to ANGLE_DEPTH producers.
+ANGLE_DEPTH = 8
+NORM_KINDS = ("LayerNormalization", "NORMALIZATION")
+SINCOS_KINDS = ("Sin", "Cos", "SIN", "COS")
+
+# (name, kind, input tensor names, output tensor names): an ONNX node (kind: its op type) or
+# a TensorRT layer (kind: its layer type, or SIN / COS for a unary sin / cos).
+Layer = tuple[str, str, list[str], list[str]]
 
 
-def keeps_fp32(name: str, op: str) -> bool:
-    """Whether a layer (TensorRT layer or ONNX node name, and op or layer type name) stays FP32
-    in an FP16 engine; the same rule for ONNX nodes and TensorRT layers, so that tests can
-    check on the ONNX graph what the builder pins."""
-    return op in FP32_ONNX_OPS or op == "NORMALIZATION" or any(m in name for m in FP32_NAME_MARKS)
+def fp32_layers(layers: list[Layer]) -> set[str]:
+    """Names of the layers an FP16 engine keeps in FP32; the same rule for ONNX nodes and
+    TensorRT layers, so that tests check on the ONNX graph what the builder pins."""
+    producer = {out: layer for layer in layers for out in layer[3]}
+    pinned = {name for name, kind, _, _ in layers if kind in NORM_KINDS}
+    for name, kind, inputs, _ in layers:
+        if kind not in SINCOS_KINDS:
+            continue
+        pinned.add(name)
+        frontier = list(inputs)
+        for _ in range(ANGLE_DEPTH):
+            parents = [producer[t] for t in frontier if t in producer]
+            pinned.update(p[0] for p in parents)
+            frontier = [t for p in parents for t in p[2]]
+    return pinned
+
+
+def onnx_layers(graph) -> list[Layer]:
+    """The nodes of an ONNX graph as ``Layer`` tuples."""
+    return [(n.name, n.op_type, list(n.input), list(n.output)) for n in graph.node]
+
+
+def trt_layers(trt, network) -> list[Layer]:
+    """The layers of a TensorRT network as ``Layer`` tuples (unary sin / cos by their op)."""
+    out = []
+    for i in range(network.num_layers):
+        layer = network.get_layer(i)
+        kind = layer.type.name
+        if layer.type == trt.LayerType.UNARY:
+            layer.__class__ = trt.IUnaryLayer  # the subclass, to read its operation
+            if layer.op in (trt.UnaryOperation.SIN, trt.UnaryOperation.COS):
+                kind = layer.op.name
+        inputs = [layer.get_input(j).name for j in range(layer.num_inputs)
+                  if layer.get_input(j) is not None]
+        out.append((layer.name, kind, inputs,
+                    [layer.get_output(j).name for j in range(layer.num_outputs)]))
+    return out
 
 
 def keep_fp32_layers(trt, network, config) -> list[str]:
-    """Step 1b (FP16, weakly typed networks): pin the ``keeps_fp32`` layers to FP32 and make
-    the builder obey; returns their names."""
+    """Step 1b (FP16, weakly typed networks): pin the ``fp32_layers`` to FP32 and make the
+    builder obey; returns their names."""
+    names = fp32_layers(trt_layers(trt, network))
+    floats = (trt.float32, trt.float16)
     pinned = []
     for i in range(network.num_layers):
         layer = network.get_layer(i)
-        floats = (trt.float32, trt.float16)
-        if not keeps_fp32(layer.name, layer.type.name) or any(
+        if layer.name not in names or any(
                 layer.get_output(j).dtype not in floats for j in range(layer.num_outputs)):
             continue  # shape and index layers keep their integer types
         layer.precision = trt.float32
