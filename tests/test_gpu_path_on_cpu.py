@@ -282,3 +282,18 @@ def test_engine_sidecar_is_json(tmp_path, exported):
     path = save_engine(tmp_path / "memory_encoder.engine", b"x", key)
     meta = json.loads(path.with_suffix(".json").read_text())
     assert meta["max_points"] == 0 and meta["max_objects"] == MAX_OBJECTS
+
+
+def test_tensorrt_older_than_8_6_is_refused_with_the_reason(monkeypatch):
+    """JetPack 5's TensorRT 8.5 (a stand-in module of that version: none is installed here)."""
+    import sys
+    import types
+
+    from engine.runtime.tensorrt_build import TensorRTUnavailable, import_tensorrt
+
+    monkeypatch.setitem(sys.modules, "tensorrt", types.SimpleNamespace(__version__="8.5.2.2"))
+    with pytest.raises(TensorRTUnavailable, match=r"TensorRT 8.5.2.2 found; backend 'tensorrt' "
+                                                  r"needs >= 8.6.*JetPack 5 ships 8.5"):
+        import_tensorrt()
+    monkeypatch.setitem(sys.modules, "tensorrt", types.SimpleNamespace(__version__="10.3.0"))
+    assert import_tensorrt().__version__ == "10.3.0"

@@ -18,9 +18,13 @@ object axis, the click range those of the decoders, the capacity that of the mem
 FP16 safeguards (TensorRT <= 10, which lowers an FP32 graph itself): normalisation layers
 (ONNX LayerNormalization: every LayerNorm of the model, engine/model/common.py) and the click
 Fourier features (sin/cos of 2*pi*(xy @ G) and the arithmetic of their angles, which lose
-whole periods in FP16) are pinned to FP32 (``keep_fp32_layers``); and every FP16 engine is checked against
-FP32 on real inputs after it is built (engine/runtime/precision_check.py), a part that fails
-falling back to its FP32 engine (engine/runtime_factory.py says so in its log).
+whole periods in FP16) are pinned to FP32 (``keep_fp32_layers``); and every FP16 engine is
+checked against FP32 on real inputs after it is built (engine/runtime/precision_check.py), a
+part that fails falling back to its FP32 engine (engine/runtime_factory.py says so in its log).
+
+TensorRT >= 8.6 is required (``import_tensorrt`` refuses older): the runners use the name-based
+tensor API, and the ONNX parser must turn LayerNormalization into one normalisation layer.
+JetPack 5's TensorRT 8.5 is refused with that reason (README.md, "On a Jetson").
 
 Precision: TensorRT <= 10 lowers an FP32 graph itself (``BuilderFlag.FP16``). TensorRT 11
 builds strongly typed networks only, so FP16 there needs the FP16 export (``onnx_precision``).
@@ -60,14 +64,25 @@ class EngineBuildError(RuntimeError):
     """TensorRT could not parse the graph or build the engine."""
 
 
+MIN_TENSORRT = (8, 6)
+
+
 def import_tensorrt():
-    """The ``tensorrt`` module, or TensorRTUnavailable saying what is missing."""
+    """The ``tensorrt`` module, or TensorRTUnavailable saying what is missing or too old."""
     try:
         import tensorrt as trt
     except ImportError as err:
         raise TensorRTUnavailable(
-            "backend 'tensorrt' needs NVIDIA TensorRT >= 8.6 (pip install tensorrt, or "
-            f"JetPack's python3-libnvinfer) and an NVIDIA GPU: {err}") from err
+            "backend 'tensorrt' needs NVIDIA TensorRT >= 8.6 (pip install tensorrt on a PC; "
+            "JetPack 6's python3-libnvinfer on a Jetson, seen from a venv made with "
+            f"--system-site-packages) and an NVIDIA GPU: {err}") from err
+    version = tuple(int(p) for p in re.findall(r"\d+", trt.__version__)[:2])
+    if version < MIN_TENSORRT:
+        raise TensorRTUnavailable(
+            f"TensorRT {trt.__version__} found; backend 'tensorrt' needs >= 8.6: older versions "
+            "lack the name-based tensor API these runners use and parse no ONNX "
+            "LayerNormalization (which keeps normalisations in FP32). JetPack 5 ships 8.5: use "
+            "JetPack 6 (TensorRT 10), or the onnxruntime or torch backend")
     return trt
 
 
