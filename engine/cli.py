@@ -328,11 +328,12 @@ def summary(times) -> str:
 # --------------------------------------------------------------------------------- main
 def main(argv: list[str] | None = None) -> int:
     from .checkpoint import CheckpointError
+    from .runtime.memory_estimate import GPUMemoryError
     from .runtime.tensorrt_build import EngineBuildError, EngineCacheError, TensorRTUnavailable
 
     argv = list(sys.argv[1:] if argv is None else argv)
     user_errors = (CLIError, CheckpointError, TensorRTUnavailable, EngineCacheError,
-                   EngineBuildError, ValueError, KeyError, OSError)
+                   EngineBuildError, GPUMemoryError, ValueError, KeyError, OSError)
     try:
         if argv[:1] == ["export"]:  # one definition of the export options: engine.export's
             return cmd_export(argv[1:])

@@ -71,6 +71,15 @@ def test_runtimes_do_not_import_the_exporter(path):
                     "through engine/graph_spec.py and engine/graph_cache.py only"
 
 
+@pytest.mark.parametrize("name", ["base.py", "onnx_runtime.py", "tensorrt_runtime.py",
+                                  "tensorrt_build.py"])
+def test_graph_runtimes_do_not_use_the_torch_model(name):
+    """The graph runtimes run graphs or engines and a copy of the glue (TrackingGlue): they
+    have no use for SAM2Model (tests/test_gpu_path_on_cpu.py checks one holds no reference)."""
+    bad = [n for n in _imports(ENGINE / "runtime" / name) if n.endswith(".SAM2Model")]
+    assert not bad, f"engine/runtime/{name} imports {bad}"
+
+
 @pytest.mark.parametrize("name", ["graph_spec.py", "graph_cache.py"])
 def test_shared_graph_modules_import_neither_side(name):
     bad = [n for n in _imports(ENGINE / name)

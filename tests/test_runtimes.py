@@ -13,7 +13,6 @@ import numpy as np
 import pytest
 import torch
 
-from engine.export import MemoryCapacity
 from engine.runtime import BACKENDS, InputError, Runtime, TorchRuntime
 from engine.runtime_factory import make_runtime
 from engine.runtime.tensorrt_build import (BuildOptions, EngineKey, TensorRTUnavailable,
@@ -403,6 +402,20 @@ def test_tensorrt_fp16_masks(model, trt_runtimes):
         masks.append((rt.decode(f.feat, f.high_res, coords, labels, None, True)
                       .low_res_masks > 0).cpu().numpy())
     assert _iou(*masks) >= 0.98
+
+
+@needs_trt
+def test_tensorrt_parts_share_one_scratch_buffer_and_stream(trt_runtimes):
+    """Contexts without scratch of their own, one buffer sized to the largest part, one
+    stream; the glue on the GPU and no torch model held."""
+    from engine.model.sam2 import SAM2Model
+
+    for rt in trt_runtimes.values():
+        parts = list(rt.parts.values())
+        assert rt.scratch.numel() == max(p.scratch_bytes for p in parts)
+        assert all(p.stream is rt.stream for p in parts)
+        assert rt.glue.no_mem_embed.device.type == "cuda"
+        assert not any(isinstance(v, SAM2Model) for v in vars(rt).values())
 
 
 @needs_trt
