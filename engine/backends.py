@@ -8,6 +8,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from .errors import InputError
+
 
 @dataclass(frozen=True)
 class Backend:
@@ -41,13 +43,13 @@ def check_backend(backend: str, precision: str | None = None, device: str | None
     """The table's entry for ``backend``; ValueError naming what is not supported (an unknown
     backend, a precision or a device type it does not run) and what is."""
     if backend not in TABLE:
-        raise ValueError(f"unknown backend {backend!r}; choose one of {', '.join(BACKENDS)}")
+        raise InputError(f"unknown backend {backend!r}; choose one of {', '.join(BACKENDS)}")
     entry = TABLE[backend]
     if precision is not None and precision not in entry.precisions:
-        raise ValueError(f"precision {precision!r} is not supported by the {backend} backend; "
+        raise InputError(f"precision {precision!r} is not supported by the {backend} backend; "
                          f"use one of {', '.join(entry.precisions)}")
     if device is not None and str(device).split(":")[0] not in entry.devices:
-        raise ValueError(f"device {device!r} is not supported by the {backend} backend; it "
+        raise InputError(f"device {device!r} is not supported by the {backend} backend; it "
                          f"runs on {' or '.join(entry.devices)}")
     return entry
 

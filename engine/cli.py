@@ -24,13 +24,14 @@ from pathlib import Path
 
 from .backends import BACKENDS, TABLE, describe_precisions
 from .config import MAX_COND_FRAMES, MAX_OBJECTS
+from .errors import InputError
 
 RANDOM_WEIGHTS_WARNING = ("WARNING: no --checkpoint given: RANDOM weights (seed {seed}). The "
                           "masks are NOT meaningful; timings are. Pass --checkpoint "
                           "sam2.1_hiera_tiny.pt (see the README) for Meta's weights.")
 
 
-class CLIError(Exception):
+class CLIError(InputError):
     """A problem the user can fix; printed as ``sam2-engine: error: ...`` (exit status 2)."""
 
 
@@ -328,12 +329,14 @@ def summary(times) -> str:
 # --------------------------------------------------------------------------------- main
 def main(argv: list[str] | None = None) -> int:
     from .checkpoint import CheckpointError
-    from .runtime.memory_estimate import GPUMemoryError
+    from .download import DownloadError
     from .runtime.tensorrt_build import EngineBuildError, EngineCacheError, TensorRTUnavailable
 
     argv = list(sys.argv[1:] if argv is None else argv)
-    user_errors = (CLIError, CheckpointError, TensorRTUnavailable, EngineCacheError,
-                   EngineBuildError, GPUMemoryError, ValueError, KeyError, OSError)
+    # What the user can fix: bad input or settings (InputError, CLIError among them), files,
+    # checkpoints, TensorRT. Any other exception is a bug and keeps its traceback.
+    user_errors = (InputError, CheckpointError, DownloadError, TensorRTUnavailable,
+                   EngineCacheError, EngineBuildError, OSError)
     try:
         if argv[:1] == ["export"]:  # one definition of the export options: engine.export's
             return cmd_export(argv[1:])
@@ -344,8 +347,7 @@ def main(argv: list[str] | None = None) -> int:
             return cmd_benchmark(args, argv[1:])
         return cmd_track(args)
     except user_errors as err:  # bad file, model name, prompt, missing TensorRT...
-        text = err.args[0] if isinstance(err, KeyError) and err.args else err
-        print(f"sam2-engine: error: {text}", file=sys.stderr)
+        print(f"sam2-engine: error: {err}", file=sys.stderr)
         return 2
 
 

@@ -7,7 +7,9 @@ at import time. ``ModelConfig`` is frozen: derive a variant with ``dataclasses.r
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass
+
+from .errors import InputError, UnknownName
 
 # Architecture constants shared by every published size.
 D_MODEL = 256  # width of the neck, prompt encoder, mask decoder and memory attention
@@ -102,11 +104,11 @@ class ModelConfig:
 
     def __post_init__(self) -> None:
         if self.memory_min_iou is not None and not 0.0 <= self.memory_min_iou <= 1.0:
-            raise ValueError(f"memory_min_iou must be None or in [0, 1], "
+            raise InputError(f"memory_min_iou must be None or in [0, 1], "
                              f"got {self.memory_min_iou!r}")
         # The trunk's last stage has stride 32: the image side must divide by it.
         if self.image_size <= 0 or self.image_size % (2 * BACKBONE_STRIDE) != 0:
-            raise ValueError(
+            raise InputError(
                 f"image_size must be a positive multiple of {2 * BACKBONE_STRIDE}, "
                 f"got {self.image_size}"
             )
@@ -149,7 +151,7 @@ def _build_table() -> dict[str, ModelConfig]:
 MODELS: dict[str, ModelConfig] = _build_table()
 
 # The project's own compact model (SAM 2.1 architecture, reduced widths and depths), trained on
-# the synthetic world of ``engine.synthetic`` by ``engine.train``; weights in engine/weights/.
+# the synthetic world of ``engine.tools.synthetic`` by ``engine.tools.train``; weights in engine/weights/.
 # Not one of Meta's models, so it has no reference config and is kept out of ``MODELS``.
 # 3.08 M parameters (12.3 MB in fp32); a small Hiera (5 blocks, widths 32..256), d_model 128,
 # 2 memory-attention layers, narrower feed-forwards; image_size 192 as trained. The stage-3/4
@@ -178,7 +180,7 @@ MEMORY_RULE_EXPECTED = ("must be 'model' (the model's own rule), 'all' (every tr
 def parse_memory_rule(text: str) -> float | None | str:
     """A memory-admission rule written as text (node parameter, benchmark option), as
     ``StreamingTracker``'s ``memory_min_iou``: "model" (the model's own), "all" (None: every
-    tracked frame, SAM 2's rule) or an IoU threshold in [0, 1]. ValueError otherwise."""
+    tracked frame, SAM 2's rule) or an IoU threshold in [0, 1]. InputError otherwise."""
     if text in ("model", "all"):
         return None if text == "all" else text
     try:
@@ -186,7 +188,7 @@ def parse_memory_rule(text: str) -> float | None | str:
     except (TypeError, ValueError):
         value = math.nan
     if not 0.0 <= value <= 1.0:
-        raise ValueError(f"memory rule {text!r} {MEMORY_RULE_EXPECTED}")
+        raise InputError(f"memory rule {text!r} {MEMORY_RULE_EXPECTED}")
     return value
 
 
@@ -198,7 +200,7 @@ def known_models() -> list[str]:
 def reference_config_name(cfg: ModelConfig) -> str:
     """The name of the matching config in Meta's package (for the oracle in tests)."""
     if cfg.size not in _SIZES:
-        raise ValueError(f"model {cfg.name} is not one of Meta's published models: "
+        raise InputError(f"model {cfg.name} is not one of Meta's published models: "
                          "it has no reference config")
     short = _SIZES[cfg.size][0]
     if cfg.version == "2.1":
@@ -213,5 +215,6 @@ def get_config(name: str, **overrides) -> ModelConfig:
 
     table = {**MODELS, **PROJECT_MODELS}
     if name not in table:
-        raise KeyError(f"unknown model {name!r}; known models: {', '.join(known_models())}")
+        raise UnknownName(f"unknown model {name!r}; known models: "
+                          f"{', '.join(known_models())}", "model")
     return replace(table[name], **overrides) if overrides else table[name]

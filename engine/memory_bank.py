@@ -47,6 +47,8 @@ from dataclasses import dataclass
 
 import torch
 
+from .errors import InputError
+
 
 @dataclass(frozen=True)
 class MemoryEntry:
@@ -93,7 +95,7 @@ class MemoryBank:
                                    ("max_obj_ptrs", max_obj_ptrs, 1),
                                    ("max_cond_frames", max_cond_frames, 1)):
             if not isinstance(value, int) or value < least:
-                raise ValueError(f"{name} must be an integer >= {least}, got {value!r}")
+                raise InputError(f"{name} must be an integer >= {least}, got {value!r}")
         self.num_maskmem = num_maskmem
         self.max_obj_ptrs = max_obj_ptrs
         self.max_cond_frames = max_cond_frames

@@ -2,8 +2,9 @@
 
 A prompt is given in the pixel frame of the image the user saw (x right, y down, 0..W, 0..H):
 clicks with labels (1 = on the object, 0 = not on it), a box (x0, y0, x1, y1), or a mask of the
-frame's size. Every check raises ``ValueError`` with a message that says what was wrong and
-what was expected; nothing is converted before everything is checked.
+frame's size. Every check raises ``InputError`` (a ValueError, see ``engine/errors.py``) with
+a message that says what was wrong and what was expected; nothing is converted before
+everything is checked.
 
 Conversion follows SAM 2's video predictor: coordinates are scaled to the square model input
 (``p / (W, H) * image_size``), a box travels as two corner clicks labelled 2 and 3 placed before
@@ -16,6 +17,8 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 import torch.nn.functional as F
+
+from .errors import InputError
 
 POSITIVE, NEGATIVE = 1, 0
 BOX_LABELS = (2, 3)  # top-left, bottom-right corner
@@ -46,7 +49,7 @@ class Prompt:
 def check_object_id(obj_id) -> int:
     """Object ids are non-negative integers (they become label values in the mask image)."""
     if isinstance(obj_id, bool) or not isinstance(obj_id, (int, np.integer)) or obj_id < 0:
-        raise ValueError(f"object id must be a non-negative integer, got {obj_id!r}")
+        raise InputError(f"object id must be a non-negative integer, got {obj_id!r}")
     return int(obj_id)
 
 
@@ -54,9 +57,9 @@ def _finite_array(value, name: str, shape_hint: str) -> np.ndarray:
     try:
         arr = np.asarray(value, dtype=np.float64)
     except (TypeError, ValueError) as err:
-        raise ValueError(f"{name} must be numbers shaped {shape_hint}, got {value!r}") from err
+        raise InputError(f"{name} must be numbers shaped {shape_hint}, got {value!r}") from err
     if not np.isfinite(arr).all():
-        raise ValueError(f"{name} must be finite numbers, got NaN or inf in {arr.tolist()}")
+        raise InputError(f"{name} must be finite numbers, got NaN or inf in {arr.tolist()}")
     return arr
 
 
@@ -65,27 +68,29 @@ def _check_inside(xy: np.ndarray, what: str, height: int, width: int) -> None:
     outside = (xy[:, 0] < 0) | (xy[:, 0] > width) | (xy[:, 1] < 0) | (xy[:, 1] > height)
     if outside.any():
         x, y = xy[np.flatnonzero(outside)[0]]
-        raise ValueError(f"{what} ({x:g}, {y:g}) is outside the frame: expected 0 <= x <= "
-                         f"{width} and 0 <= y <= {height} (pixels of the {width}x{height} frame)")
+        raise InputError(f"{what} ({x:g}, {y:g}) is outside the frame: expected 0 <= x <= "
+                         f"{width} and 0 <= y <= {height} (pixels of the {width}x{height} frame)",
+                         "outside")
 
 
 def _check_points(points, labels, height: int, width: int) -> tuple[np.ndarray, np.ndarray]:
     if (points is None) != (labels is None):
-        raise ValueError("points and labels must be given together (one label per point)")
+        raise InputError("points and labels must be given together (one label per point)")
     if points is None:
         return np.zeros((0, 2)), np.zeros(0)
     xy = _finite_array(points, "points", "(N, 2) as (x, y)")
     if xy.size == 0 or (xy.ndim == 1 and xy.size == 2):  # no clicks, or one bare (x, y)
         xy = xy.reshape(-1, 2)
     if xy.ndim != 2 or xy.shape[1] != 2:
-        raise ValueError(f"points must be shaped (N, 2) as (x, y) pairs, got shape {xy.shape}")
+        raise InputError(f"points must be shaped (N, 2) as (x, y) pairs, got shape {xy.shape}")
     if len(xy) > MAX_POINTS:
-        raise ValueError(f"too many clicks: {len(xy)} in one prompt, at most {MAX_POINTS}")
+        raise InputError(f"too many clicks: {len(xy)} in one prompt, at most {MAX_POINTS}",
+                         "too_many_clicks")
     lab = _finite_array(labels, "labels", "(N,)").reshape(-1)
     if len(lab) != len(xy):
-        raise ValueError(f"got {len(xy)} points but {len(lab)} labels: give one label per point")
+        raise InputError(f"got {len(xy)} points but {len(lab)} labels: give one label per point")
     if not np.isin(lab, (POSITIVE, NEGATIVE)).all():
-        raise ValueError(f"labels must be {POSITIVE} (on the object) or {NEGATIVE} (not on it), "
+        raise InputError(f"labels must be {POSITIVE} (on the object) or {NEGATIVE} (not on it), "
                          f"got {lab.tolist()}")
     _check_inside(xy, "point", height, width)
     return xy, lab
@@ -94,11 +99,11 @@ def _check_points(points, labels, height: int, width: int) -> tuple[np.ndarray, 
 def _check_box(box, height: int, width: int) -> np.ndarray:
     arr = _finite_array(box, "box", "(x0, y0, x1, y1)")
     if arr.size != 4:
-        raise ValueError(f"box must be 4 numbers (x0, y0, x1, y1), got shape {arr.shape}")
+        raise InputError(f"box must be 4 numbers (x0, y0, x1, y1), got shape {arr.shape}")
     corners = arr.reshape(2, 2)
     _check_inside(corners, "box corner", height, width)
     if (corners[1] < corners[0]).any():
-        raise ValueError(f"box must be (x0, y0, x1, y1) with x0 <= x1 and y0 <= y1, "
+        raise InputError(f"box must be (x0, y0, x1, y1) with x0 <= x1 and y0 <= y1, "
                          f"got {arr.tolist()}")
     return corners
 
@@ -106,12 +111,12 @@ def _check_box(box, height: int, width: int) -> np.ndarray:
 def _check_mask(mask, height: int, width: int) -> np.ndarray:
     arr = np.asarray(mask)
     if arr.shape != (height, width):
-        raise ValueError(f"mask must have the frame's shape (H, W) = ({height}, {width}), "
+        raise InputError(f"mask must have the frame's shape (H, W) = ({height}, {width}), "
                          f"got {arr.shape}")
     if arr.dtype.kind == "f" and not np.isfinite(arr).all():
-        raise ValueError("mask must be finite (no NaN or inf); nonzero pixels are the object")
+        raise InputError("mask must be finite (no NaN or inf); nonzero pixels are the object")
     if arr.dtype.kind not in "biuf":
-        raise ValueError(f"mask must be boolean or numeric, got dtype {arr.dtype}")
+        raise InputError(f"mask must be boolean or numeric, got dtype {arr.dtype}")
     return arr != 0
 
 
@@ -121,12 +126,12 @@ def parse_prompt(points=None, labels=None, box=None, mask=None, *, frame_hw: tup
     height, width = frame_hw
     if mask is not None:
         if points is not None or labels is not None or box is not None:
-            raise ValueError("give either a mask or clicks/box on one call, not both")
+            raise InputError("give either a mask or clicks/box on one call, not both")
         return Prompt(mask=_mask_to_model(_check_mask(mask, height, width), image_size, device))
     xy, lab = _check_points(points, labels, height, width)
     corners = _check_box(box, height, width) if box is not None else None
     if corners is None and len(xy) == 0:
-        raise ValueError("empty prompt: give points with labels, a box, or a mask")
+        raise InputError("empty prompt: give points with labels, a box, or a mask")
     if corners is not None:
         xy = np.concatenate([corners, xy])
         lab = np.concatenate([BOX_LABELS, lab])

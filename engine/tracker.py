@@ -41,6 +41,7 @@ from .memory_layout import MemoryCapacity
 from .memory_bank import MemoryBank, MemoryEntry, MemorySelection
 from .model.sam2 import DecoderOutput, ImageFeatures, SAM2Model
 from .runtime import Runtime, TorchRuntime
+from .errors import InputError, UnknownName
 from .prompts import Prompt, check_object_id, parse_prompt
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -122,7 +123,7 @@ def _check_capacity(runtime: Runtime, cfg: ModelConfig, max_cond_frames: int) ->
     have = getattr(runtime, "capacity", None)
     need = MemoryCapacity.for_bank(cfg, max_cond_frames)
     if have is not None and (have.spatial < need.spatial or have.pointers < need.pointers):
-        raise ValueError(
+        raise InputError(
             f"the {runtime.name} runtime holds {have.spatial} spatial memories and "
             f"{have.pointers} object pointers, but max_cond_frames={max_cond_frames} needs "
             f"{need.spatial} and {need.pointers}: build it with "
@@ -139,21 +140,21 @@ class StreamingTracker:
         """``model``: the SAM2Model to run on the torch backend; with a ``runtime`` (which owns
         what it runs, engine/runtime/) it may be left out."""
         if runtime is None and model is None:
-            raise ValueError("StreamingTracker needs a model or a runtime")
+            raise InputError("StreamingTracker needs a model or a runtime")
         if runtime is not None and model is not None and model.cfg != runtime.cfg:
-            raise ValueError(f"the model ({model.cfg.name}, {model.cfg.image_size} px) is not "
+            raise InputError(f"the model ({model.cfg.name}, {model.cfg.image_size} px) is not "
                              f"the runtime's ({runtime.cfg.name}, {runtime.cfg.image_size} px)")
         cfg = runtime.cfg if runtime is not None else model.cfg
         if not isinstance(max_objects, int) or max_objects < 1:
-            raise ValueError(f"max_objects must be a positive integer, got {max_objects!r}")
+            raise InputError(f"max_objects must be a positive integer, got {max_objects!r}")
         if memory_dtype not in MEMORY_DTYPES:
-            raise ValueError(f"memory_dtype must be one of {MEMORY_DTYPES}, got {memory_dtype!r}")
+            raise InputError(f"memory_dtype must be one of {MEMORY_DTYPES}, got {memory_dtype!r}")
         self.memory_dtype = memory_dtype
         if memory_min_iou == "model":
             memory_min_iou = cfg.memory_min_iou
         elif memory_min_iou is not None and (isinstance(memory_min_iou, (bool, str))
                                              or not 0.0 <= memory_min_iou <= 1.0):
-            raise ValueError(f"memory_min_iou must be 'model', None or a number in [0, 1], "
+            raise InputError(f"memory_min_iou must be 'model', None or a number in [0, 1], "
                              f"got {memory_min_iou!r}")
         self.memory_min_iou = memory_min_iou
         self.runtime = runtime if runtime is not None else TorchRuntime(model.eval())
@@ -358,14 +359,15 @@ class StreamingTracker:
     def _new_object(self, obj_id: int) -> _Object:
         """A fresh object (not yet registered: that happens once its prompt succeeded)."""
         if len(self._objects) >= self.max_objects:
-            raise ValueError(f"cannot add object {obj_id}: already tracking max_objects="
+            raise InputError(f"cannot add object {obj_id}: already tracking max_objects="
                              f"{self.max_objects} objects (ids {self.object_ids}); remove one "
                              "or raise max_objects")
         return _Object(self._new_bank(), _FrameInputs(self._frame.index, initial=True))
 
     def _object(self, obj_id: int) -> _Object:
         if obj_id not in self._objects:
-            raise KeyError(f"unknown object id {obj_id!r}; tracked ids: {self.object_ids}")
+            raise UnknownName(f"unknown object id {obj_id!r}; tracked ids: {self.object_ids}",
+                              "unknown_object")
         return self._objects[obj_id]
 
     def _require_frame(self) -> _Frame:
@@ -407,13 +409,13 @@ class StreamingTracker:
 def check_frame(frame) -> None:
     """A frame must be an (H, W, 3) uint8 RGB numpy array with H, W > 0."""
     if not isinstance(frame, np.ndarray):
-        raise ValueError(f"frame must be a numpy array of shape (H, W, 3), dtype uint8 (RGB); "
-                         f"got {type(frame).__name__}")
+        raise InputError(f"frame must be a numpy array of shape (H, W, 3), dtype uint8 (RGB); "
+                         f"got {type(frame).__name__}", "frame")
     if frame.dtype != np.uint8:
-        raise ValueError(f"frame must have dtype uint8 (RGB 0-255), got {frame.dtype}")
+        raise InputError(f"frame must have dtype uint8 (RGB 0-255), got {frame.dtype}", "frame")
     if frame.ndim != 3 or frame.shape[2] != 3 or 0 in frame.shape:
-        raise ValueError(f"frame must have shape (H, W, 3) with H, W > 0 (RGB), "
-                         f"got {frame.shape}")
+        raise InputError(f"frame must have shape (H, W, 3) with H, W > 0 (RGB), "
+                         f"got {frame.shape}", "frame")
 
 
 def mask_box(mask: np.ndarray) -> tuple[int, int, int, int] | None:

@@ -19,6 +19,7 @@ import cv2
 import numpy as np
 
 from .benchmarks.timing import FrameTimes, StageClock
+from .errors import InputError
 
 
 @dataclass
@@ -69,7 +70,7 @@ class VideoInfo:
 def open_video(path: str | Path) -> tuple[cv2.VideoCapture, VideoInfo]:
     cap = cv2.VideoCapture(str(path))
     if not cap.isOpened():
-        raise ValueError(f"cannot open video {path} (missing file or a format OpenCV cannot read)")
+        raise InputError(f"cannot open video {path} (missing file or a format OpenCV cannot read)")
     fps = cap.get(cv2.CAP_PROP_FPS) or 0.0
     info = VideoInfo(fps if fps > 0 else 30.0, int(cap.get(cv2.CAP_PROP_FRAME_WIDTH)),
                      int(cap.get(cv2.CAP_PROP_FRAME_HEIGHT)),

@@ -6,7 +6,7 @@ Two processes on one loopback-only DDS domain:
   config/sam2.yaml and ``autostart``), on its default model: the bundled ``sam2_ros_compact``,
   trained by this project on the same synthetic world (engine/weights/TRAINING.md);
 * this process: a camera publishing sensor_msgs/Image (a generated scene from
-  ``engine.synthetic``, with ground truth, or a video file), a user who clicks each object once
+  ``engine.tools.synthetic``, with ground truth, or a video file), a user who clicks each object once
   through ``~/add_prompt`` (stamped with the frame the click was made on) and refines one later,
   and a recorder of ``~/overlay``, ``~/tracks``, ``~/masks`` and ``/diagnostics``.
 
@@ -36,7 +36,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from engine.synthetic import Scene, click_inside
+from engine.tools.synthetic import Scene, click_inside
 
 ROOT = Path(__file__).resolve().parents[1]
 CAMERA_TOPIC = "/demo_camera/image_raw"

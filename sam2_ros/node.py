@@ -50,6 +50,7 @@ from .backend import BackendError, build_engine
 from .config import LIVE_PARAMETERS, PARAMETERS, NodeConfig, check_parameter, coerce, describe
 from .conversions import (InputError, check_prompt_size, compressed_to_rgb, fill_image,
                           image_to_rgb, label_image)
+from .deadlines import TICK_S as DEADLINE_TICK_S, Deadlines
 from .depth_input import DepthInput
 from .depth_output import depth_status, locate_tracks, markers, point_cloud, set_unknown
 from .diagnostics import FrameStats, LogThrottle, diagnostic_array
@@ -59,6 +60,7 @@ from .worker import CANCELLED, LatestFrameWorker, ShuttingDown
 
 SUCCESS, FAILURE = TransitionCallbackReturn.SUCCESS, TransitionCallbackReturn.FAILURE
 SHUTDOWN_BUDGET_S = 1.5  # SIGINT/SIGTERM: longest wait for a running inference before exiting
+SHUTDOWN_IDLE_S = 1.0  # SIGINT/SIGTERM with no inference running: the process ends by then
 
 
 def _qos(kind: str, depth: int) -> QoSProfile:
@@ -128,6 +130,10 @@ class Sam2Node(LifecycleNode):
         self._finished: deque[tuple[Any, Future]] = deque()
         self._job_done = self.create_guard_condition(self._on_jobs_done,
                                                      callback_group=self._wait_group)
+        # Timeouts of waiting requests: one timer for all of them (see deadlines.py).
+        self._deadlines = Deadlines()
+        self._deadline_timer = self.create_timer(DEADLINE_TICK_S, self._deadlines.run_due,
+                                                 callback_group=self._wait_group)
         self._shm_bytes = shm_segment_bytes()
         self._largest_frame = 0
         self._diag_pub = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
@@ -477,17 +483,15 @@ class Sam2Node(LifecycleNode):
             self._log_throttled("warning", "busy", f"request refused: {err}")
             return None, f"busy: {err}", "busy"
         timeout = cfg.service_timeout_s
-        timer = None
 
         def expire() -> None:
-            timer.cancel()  # once
             if job.cancel() and not future.done():
                 future.set_result(None)
-        timer = self.create_timer(timeout, expire, callback_group=self._wait_group)
+        deadline = self._deadlines.add(timeout, expire)
         try:
             await future
         finally:
-            self.destroy_timer(timer)
+            deadline.cancel()
         if job.state == CANCELLED:
             if isinstance(job.error, ShuttingDown):
                 return None, str(job.error), "shutdown"
@@ -536,17 +540,14 @@ class Sam2Node(LifecycleNode):
                 self._stats.on_busy()
                 return False
             self._waiters.append((stamp_ns, future))
-        timer = None
 
         def expire() -> None:
-            timer.cancel()
-            self.destroy_timer(timer)
             with self._waiters_lock:
                 self._waiters = [(s, f) for s, f in self._waiters if f is not future]
             if not future.done():
                 future.set_result(False)
-        timer = self.create_timer(self.cfg.prompt_wait_s, expire,
-                                  callback_group=self._wait_group)
+        deadline = self._deadlines.add(self.cfg.prompt_wait_s, expire)
+        future.add_done_callback(lambda _: deadline.cancel())  # woken by its frame: forget it
         return future
 
     def _wake_waiters(self, stamp_ns: int) -> None:
@@ -633,20 +634,24 @@ def main(args: list[str] | None = None) -> None:
     (SHUTDOWN_BUDGET_S at most: an inference cannot be interrupted), then the context goes."""
     rclpy.init(args=args, signal_handler_options=SignalHandlerOptions.NO)
     stop = threading.Event()
+    running: list[Sam2Node] = []
 
     def on_signal(signum, _frame) -> None:
         if stop.is_set():  # a second signal: no more waiting
             _exit_now()
         stop.set()
         # A long callback (configure loading a model) may hold the main thread: the process
-        # still ends within the budget.
-        watchdog = threading.Timer(SHUTDOWN_BUDGET_S + 0.4, _exit_now)
+        # still ends within the budget, sooner when no inference is running.
+        busy = bool(running) and running[0].worker_busy_s() > 0
+        watchdog = threading.Timer(SHUTDOWN_BUDGET_S + 0.4 if busy else SHUTDOWN_IDLE_S,
+                                   _exit_now)
         watchdog.daemon = True
         watchdog.start()
 
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, on_signal)
     node = Sam2Node()
+    running.append(node)
     executor = SingleThreadedExecutor()
     executor.add_node(node)
     finished = True

@@ -96,7 +96,7 @@ def _stamped(request, stamp_ns: int):
 
 class Mix:
     def __init__(self, ros: RosHarness, node: NodeProcess, seed: int) -> None:
-        from engine.synthetic import Scene
+        from engine.tools.synthetic import Scene
 
         self.ros, self.node = ros, node
         self.rng = np.random.default_rng(seed)
@@ -187,7 +187,7 @@ class Mix:
         self.mismatches.append(f"{what}: no ~/tracks within 10 s")
 
     def good_prompt(self) -> None:
-        from engine.synthetic import click_inside
+        from engine.tools.synthetic import click_inside
         from sam2_ros_interfaces.srv import AddPrompt
 
         truth = self.truth()

@@ -15,7 +15,7 @@ import torch
 from engine.cli import CLIError, main, parse_prompt_arg
 from engine.config import get_config
 from engine.model.sam2 import SAM2Model
-from engine.synthetic import Scene, click_inside
+from engine.tools.synthetic import Scene, click_inside
 from engine.video import FramePrompt, merge_prompts
 
 MODEL = "sam2.1_hiera_tiny"
@@ -194,6 +194,18 @@ def test_track_refuses_bad_input_with_a_reason(args, message, video, tmp_path, c
     rc = main(args + ["--image-size", str(SIZE), "--out", str(tmp_path / "o.mp4")])
     assert rc == 2
     assert message in capsys.readouterr().err
+
+
+def test_a_bug_keeps_its_traceback(monkeypatch, video, tmp_path):
+    """Only what the user can fix is reported as ``error:`` with exit status 2; an exception
+    that is not an InputError (a ValueError or KeyError from a bug) propagates."""
+    import engine.cli as cli
+
+    def broken(args):
+        raise KeyError("internal table entry missing")
+    monkeypatch.setattr(cli, "cmd_track", broken)
+    with pytest.raises(KeyError, match="internal table entry missing"):
+        main(["track", str(video[0]), "--point", "1:1,1", "--out", str(tmp_path / "o.mp4")])
 
 
 def test_benchmark_writes_tables_and_plot(cache, tmp_path, capsys):

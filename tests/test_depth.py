@@ -205,7 +205,7 @@ def test_synthetic_scene_depth_has_exact_geometry():
     object's true centroid within 1 mm; with 2 % holes, that of its pixels with depth within
     1 mm; with edge bleed too (objects then lose their rim) the true one within 5 mm. Asking
     for depth does not change the scene's frames."""
-    from engine.synthetic import Scene
+    from engine.tools.synthetic import Scene
 
     args = dict(width=160, height=120, num_objects=3, seed=5, object_size=(24, 40))
     plain = [f for f, _ in Scene(**args).frames(4)]

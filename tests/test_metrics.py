@@ -2,7 +2,7 @@
 import numpy as np
 import pytest
 
-from engine.metrics import (ClipScore, boundary_map, contour_accuracy, presence_truth,
+from engine.tools.metrics import (ClipScore, boundary_map, contour_accuracy, presence_truth,
                             reacquisition, region_similarity, summarize)
 
 

@@ -10,8 +10,8 @@ import pytest
 import torch
 
 from engine.benchmarks.quality import DEFAULT_CHECKPOINT, DEFAULT_MODEL, run
-from engine.metrics import summarize
-from engine.synthetic import evaluation_set
+from engine.tools.metrics import summarize
+from engine.tools.synthetic import evaluation_set
 
 FLOOR_JF = 0.85  # overall J&F on the subset: the committed weights score 0.907 here (0.851
 # on the full 32-clip set of quality.md, where the goal is 0.85)
@@ -122,7 +122,7 @@ def test_frames_where_the_object_is_hidden_stay_out_of_memory(model, clips):
     """The compact model sets ``memory_min_iou``: a tracked frame joins the object's memory
     only when it is judged present with an IoU estimate >= 0.5, so the frames of a full
     occlusion do not push its last good views out; with None (SAM 2's rule) every frame joins."""
-    from engine.synthetic import click_inside
+    from engine.tools.synthetic import click_inside
     from engine.tracker import StreamingTracker
 
     assert model.cfg.memory_min_iou == 0.5

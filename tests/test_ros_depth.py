@@ -16,7 +16,7 @@ from sensor_msgs.msg import CameraInfo, Image, PointCloud2
 from visualization_msgs.msg import Marker, MarkerArray
 
 from engine.depth import locate_object
-from engine.synthetic import Scene, click_inside
+from engine.tools.synthetic import Scene, click_inside
 from ros_helpers import RosHarness, node_process_fixtures, stamp_of
 from sam2_ros.conversions import fill_image
 

@@ -8,7 +8,7 @@ import time
 import numpy as np
 import pytest
 
-from engine.synthetic import Scene, click_inside
+from engine.tools.synthetic import Scene, click_inside
 from ros_helpers import NodeProcess, RosHarness, stamp_of
 
 RATE_HZ, SECONDS = 100.0, 8.0

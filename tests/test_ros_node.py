@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 from sensor_msgs.msg import CompressedImage, Image
 
-from engine.synthetic import Scene, click_inside
+from engine.tools.synthetic import Scene, click_inside
 from ros_helpers import RosHarness, node_process_fixtures
 from sam2_ros.conversions import fill_image
 from sam2_ros_interfaces.srv import AddPrompt

@@ -20,7 +20,7 @@ from diagnostic_msgs.msg import DiagnosticStatus
 from sensor_msgs.msg import CompressedImage, Image
 
 from engine.prompts import MAX_POINTS
-from engine.synthetic import Scene, click_inside
+from engine.tools.synthetic import Scene, click_inside
 from ros_helpers import NodeProcess, RosHarness, node_process_fixtures
 from sam2_ros.conversions import fill_image
 from sam2_ros_interfaces.srv import AddPrompt

@@ -9,7 +9,7 @@ import time
 
 import pytest
 
-from engine.synthetic import Scene, click_inside
+from engine.tools.synthetic import Scene, click_inside
 from ros_helpers import NodeProcess, RosHarness
 
 W, H = 128, 96

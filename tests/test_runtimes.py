@@ -171,7 +171,7 @@ def _iou(a, b):
 
 def test_tracker_same_masks_on_torch_and_onnxruntime(runtimes):
     """Eight frames, two objects prompted on frame 0, a refinement click on frame 3."""
-    from engine.synthetic import Scene, click_inside
+    from engine.tools.synthetic import Scene, click_inside
 
     frames, masks = zip(*Scene(width=160, height=120, num_objects=2, seed=3).frames(8))
     ids = sorted(masks[0])[:2]
@@ -203,7 +203,7 @@ def test_fp16_graphs_track_like_fp32(model, runtimes, tmp_path_factory):
     """The fp16 export (TensorRT 11's FP16 input) in onnxruntime vs torch fp32 over 8 frames:
     mask IoU >= 0.98 (the FP16 bound) on masks of at least 1% of the frame, a CPU
     stand-in for the FP16 engines."""
-    from engine.synthetic import Scene, click_inside
+    from engine.tools.synthetic import Scene, click_inside
 
     fp16 = make_runtime("onnxruntime", model, cache_dir=cache_root(tmp_path_factory),
                         precision="fp16", threads=1)
@@ -225,7 +225,7 @@ def test_torch_bf16_tracks_like_fp32():
     (real masks, not random-weight blobs), 12 frames of a generated scene, two objects: the
     masks stay close to fp32 and the outputs the tracker keeps are fp32."""
     from engine.checkpoint import bundled_checkpoint, load_model
-    from engine.synthetic import Scene, click_inside
+    from engine.tools.synthetic import Scene, click_inside
 
     model = load_model(bundled_checkpoint("sam2_ros_compact"), "sam2_ros_compact")
     bf16 = make_runtime("torch", model, precision="bf16")

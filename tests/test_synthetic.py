@@ -1,7 +1,7 @@
 """The synthetic scene generator: reproducible, and its masks are exactly what was drawn."""
 import numpy as np
 
-from engine.synthetic import Scene, click_inside
+from engine.tools.synthetic import Scene, click_inside
 
 
 def _background_only(seed, t, **kw):

@@ -8,7 +8,7 @@ training seeds.
 import numpy as np
 import pytest
 
-from engine.synthetic import (DISTRACTOR_ID0, OCCLUDER_ID0, OCCLUDER_RAMP, PHENOMENA,
+from engine.tools.synthetic import (DISTRACTOR_ID0, OCCLUDER_ID0, OCCLUDER_RAMP, PHENOMENA,
                               TRAIN_SEED_BASE, Exit, Occlusion, Scene, click_inside,
                               evaluation_set)
 

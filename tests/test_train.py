@@ -11,7 +11,7 @@ import torch
 
 from engine.checkpoint import load_model, read_state_dict
 from engine.config import COMPACT
-from engine.train import TrainConfig, main, train
+from engine.tools.train import TrainConfig, main, train
 
 SMALL = replace(COMPACT, image_size=64)
 STEPS = TrainConfig(image_steps=2, clip_steps=2, image_batch=2, objects_per_image=2,
@@ -59,7 +59,7 @@ def test_burn_in_frames_are_tracked_without_gradients(tmp_path):
     import numpy as np
 
     from engine.model.sam2 import SAM2Model
-    from engine.train import clip_step, sample_clip_batch
+    from engine.tools.train import clip_step, sample_clip_batch
 
     torch.set_num_threads(1)
     torch.manual_seed(0)
@@ -89,7 +89,7 @@ def test_recent_drop_leaves_prompted_memories_and_pointers():
     the object pointers only (so the pointers must carry what the recent frames held)."""
     from engine.memory_bank import MemoryBank, MemoryEntry
     from engine.model.sam2 import SAM2Model
-    from engine.train import _assemble
+    from engine.tools.train import _assemble
 
     torch.manual_seed(0)
     model = SAM2Model(SMALL).eval()

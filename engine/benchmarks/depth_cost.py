@@ -4,7 +4,7 @@ one CPU core, median of several runs, written as a table.
     python -m engine.benchmarks.depth_cost                       # writes results/depth_cost.md
     python -m engine.benchmarks.depth_cost --runs 3 --out /tmp/depth_cost.md
 
-Protocol: a generated scene (``engine.synthetic``) at 640x480 with 8 objects; per frame its
+Protocol: a generated scene (``engine.tools.synthetic``) at 640x480 with 8 objects; per frame its
 aligned depth (1 % holes, edge bleed) and the objects' true visible masks with their boxes, as
 the tracker hands them to the node. The process is pinned to one core. Each run times every
 frame once per case (cases interleaved frame by frame, so all see the same load) and takes the
@@ -23,7 +23,7 @@ from pathlib import Path
 import numpy as np
 
 from ..depth import Intrinsics, locate_objects, mask_box
-from ..synthetic import Scene
+from ..tools.synthetic import Scene
 
 ROOT = Path(__file__).resolve().parents[2]
 DEFAULT_OUT = ROOT / "engine" / "benchmarks" / "results" / "depth_cost.md"

@@ -6,10 +6,10 @@
     python -m engine.benchmarks.quality --checkpoint checkpoints/sam2.1_hiera_tiny.pt \\
         --model sam2.1_hiera_tiny --image-size 1024 --out /tmp/quality.md
 
-Protocol: each clip of ``engine.synthetic.evaluation_set`` (fixed seeds, never used in
+Protocol: each clip of ``engine.tools.synthetic.evaluation_set`` (fixed seeds, never used in
 training) is streamed through ``StreamingTracker`` one frame at a time; object 1 gets a single
 positive click on frame 0 (the deepest point of its true mask) and nothing else. Every frame,
-the first included, is scored against the exact drawn mask with ``engine.metrics``: J (IoU),
+the first included, is scored against the exact drawn mask with ``engine.tools.metrics``: J (IoU),
 F (boundary F-measure, DAVIS tolerance 0.008 of the diagonal) and presence (probability > 0.5
 vs. the object being in view). Clip scores are means over frames; phenomenon and overall
 scores are means over clips. "Re-acquired" counts clips where the object vanished completely
@@ -37,9 +37,9 @@ import torch
 
 from ..checkpoint import BUNDLED_DIR
 from ..config import get_config, parse_memory_rule
-from ..metrics import (BOUND_TH, ClipScore, Summary, presence_truth, reacquisition,
+from ..tools.metrics import (BOUND_TH, ClipScore, Summary, presence_truth, reacquisition,
                        region_similarity, summarize)
-from ..synthetic import PHENOMENA, ClipSpec, click_inside, evaluation_set
+from ..tools.synthetic import PHENOMENA, ClipSpec, click_inside, evaluation_set
 
 ROOT = Path(__file__).resolve().parents[2]
 DEFAULT_MODEL = "sam2_ros_compact"

@@ -6,7 +6,7 @@ with Meta's video predictor on the same machine, weights, frames and prompts.
         --out /tmp/speed.md
     python -m engine.benchmarks.speed --grid tiny:1024:1,4,8 --grid base_plus:512:1,4,8
 
-Protocol, per case (model, image size S, N objects): a generated scene (``engine.synthetic``)
+Protocol, per case (model, image size S, N objects): a generated scene (``engine.tools.synthetic``)
 rendered at S x S (no resizing on either side), every object prompted on frame 0 by one
 positive click deep inside it, then tracked. Frames interleave across contestants: on frame
 t each backend's tracker and the reference predictor take their turn, in an order that
@@ -31,7 +31,7 @@ from tqdm import tqdm
 
 from ..config import get_config
 from ..model.sam2 import SAM2Model
-from ..synthetic import Scene, click_inside
+from ..tools.synthetic import Scene, click_inside
 from . import reference
 from .speed_results import REFERENCE, Case, CaseResult, load_results, merged, save_results
 from .timing import FrameTimes, StageClock, TimedRuntime, device_sync, instrument

@@ -27,6 +27,7 @@ from dataclasses import dataclass
 import torch
 
 from ..config import MAX_COND_FRAMES, ModelConfig
+from ..errors import InputError
 from ..memory_layout import MemoryCapacity
 
 GIB = 2**30
@@ -34,8 +35,11 @@ CONTEXT_OVERHEAD = GIB  # CUDA context + cuBLAS/cuDNN/TensorRT libraries (round 
 BYTES = {"fp16": 2, "fp32": 4, "bf16": 2}
 
 
-class GPUMemoryError(RuntimeError):
-    """A configuration that cannot fit the GPU's free memory; the message says what to lower."""
+class GPUMemoryError(InputError):
+    """Settings that cannot fit the GPU's free memory; the message says which to lower."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message, "gpu_memory")
 
 
 @dataclass(frozen=True)

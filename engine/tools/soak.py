@@ -1,8 +1,8 @@
 """Soak test of the streaming tracker: many frames, memory and per-frame time must stay flat.
 
-    python -m engine.soak --frames 10000 --image-size 128
+    python -m engine.tools.soak --frames 10000 --image-size 128
 
-Tracks objects through a generated scene (``engine.synthetic``) with a randomly initialised
+Tracks objects through a generated scene (``engine.tools.synthetic``) with a randomly initialised
 model (or ``--checkpoint``), re-prompting one object now and then so its prompted frames overflow
 and get evicted. Writes its figures as a markdown table to
 ``engine/benchmarks/results/soak.md`` (``--out``), with the machine named.
@@ -23,11 +23,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .config import get_config
-from .memory_bank import BankSize
-from .model.sam2 import SAM2Model
+from ..config import get_config
+from ..memory_bank import BankSize
+from ..model.sam2 import SAM2Model
+from ..tracker import StreamingTracker
 from .synthetic import Scene, click_inside
-from .tracker import StreamingTracker
 
 DEFAULT_OUT = Path(__file__).parent / "benchmarks" / "results" / "soak.md"
 WINDOW = 1000  # frames compared at the start and the end
@@ -165,7 +165,7 @@ def report(args, figs: SoakFigures) -> str:
     lines = ["# Streaming tracker soak", "",
              f"Machine: {machine()}  ",
              f"Date: {datetime.date.today().isoformat()}  ",
-             f"Command: `python -m engine.soak {' '.join(sys.argv[1:])}`", "",
+             f"Command: `python -m engine.tools.soak {' '.join(sys.argv[1:])}`", "",
              "| figure | value |", "|---|---|"]
     lines += [f"| {k} | {v} |" for k, v in rows]
     lines += ["", "CPU time is this process's (all threads); wall time includes any other load "

@@ -1,6 +1,6 @@
 """Train the project's compact SAM 2 model (``engine.config.COMPACT``) on the synthetic world.
 
-Trained as SAM 2 is, in two stages, with scenes drawn on the fly by ``engine.synthetic`` from a
+Trained as SAM 2 is, in two stages, with scenes drawn on the fly by ``engine.tools.synthetic`` from a
 seed range disjoint from the benchmark's (``TRAIN_SEED_BASE``):
 
 1. **images**: image encoder + prompt encoder + mask decoder on single frames. Each object gets
@@ -18,7 +18,7 @@ seed range disjoint from the benchmark's (``TRAIN_SEED_BASE``):
    initialisations make the new memory path learn within a CPU budget (see
    ``match_memory_attention_output`` and ``init_memory_locality``).
 
-    python -m engine.train --out engine/weights/sam2_ros_compact.pt --seed 0   # both stages
+    python -m engine.tools.train --out engine/weights/sam2_ros_compact.pt --seed 0   # both stages
 
 or one stage at a time (``--clip-steps 0``, then ``--init <image stage> --image-steps 0``);
 engine/weights/TRAINING.md records the commands that made the bundled weights.
@@ -41,9 +41,9 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .config import COMPACT, ModelConfig
-from .memory_bank import MemoryBank, MemoryEntry, MemorySelection
-from .model.sam2 import NO_OBJ_SCORE, SAM2Model
+from ..config import COMPACT, ModelConfig
+from ..memory_bank import MemoryBank, MemoryEntry, MemorySelection
+from ..model.sam2 import NO_OBJ_SCORE, SAM2Model
 from .synthetic import TRAIN_SEED_BASE, Exit, Occlusion, Scene
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -622,7 +622,7 @@ def train(cfg: TrainConfig, model_cfg: ModelConfig, out: Path, work: Path, devic
     torch.manual_seed(cfg.seed)
     model = SAM2Model(model_cfg).to(device).train()
     if init is not None:
-        from .checkpoint import load_weights, read_state_dict
+        from ..checkpoint import load_weights, read_state_dict
 
         load_weights(model, read_state_dict(init, expected=model_cfg.name), init, model_cfg)
         log(f"initialised from {init}")

@@ -27,7 +27,7 @@ to 0.8 m), so drawing order and depth agree. Optional holes and edge bleed imita
 Depth draws on a random generator of its own: frames and masks are the same with or without it.
 
 ``evaluation_set`` lists the held-out clips of the tracking benchmark, one phenomenon each;
-training (``engine.train``) draws its scenes from a disjoint seed range (``TRAIN_SEED_BASE``).
+training (``engine.tools.train``) draws its scenes from a disjoint seed range (``TRAIN_SEED_BASE``).
 """
 from __future__ import annotations
 
@@ -37,7 +37,7 @@ from dataclasses import dataclass, field
 import cv2
 import numpy as np
 
-from .depth import Intrinsics
+from ..depth import Intrinsics
 
 SHAPES = ("ellipse", "box", "polygon", "star", "blob", "cross", "triangle")
 TEXTURES = ("stripes", "checks", "noise", "dots", "gradient")
