@@ -123,3 +123,22 @@ def load_model(checkpoint: str | Path, model: str | ModelConfig, image_size: int
     net = SAM2Model(cfg)
     load_weights(net, state, checkpoint, cfg)
     return net.to(device).eval()
+
+
+def load_sam2(model_or_checkpoint, model_name: str | None = None,
+              image_size: int | None = None) -> torch.nn.Module:
+    """A SAM2Model as given, or loaded on CPU from a checkpoint path (model identified from
+    the file when ``model_name`` is None)."""
+    from .model.sam2 import SAM2Model
+
+    if isinstance(model_or_checkpoint, SAM2Model):
+        if image_size is not None and image_size != model_or_checkpoint.cfg.image_size:
+            raise ValueError(f"image_size {image_size} asked for, but the model given is built "
+                             f"for {model_or_checkpoint.cfg.image_size}")
+        return model_or_checkpoint
+    if model_name is None:
+        model_name = identify(read_state_dict(model_or_checkpoint))
+        if model_name is None:
+            raise CheckpointError(f"{model_or_checkpoint}: not a known SAM 2 model; pass "
+                                  "model_name=...")
+    return load_model(model_or_checkpoint, model_name, image_size=image_size)

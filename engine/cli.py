@@ -23,6 +23,7 @@ import sys
 from pathlib import Path
 
 from .backends import BACKENDS, TABLE, describe_precisions
+from .config import MAX_COND_FRAMES, MAX_OBJECTS
 from .errors import InputError
 
 RANDOM_WEIGHTS_WARNING = ("WARNING: no --checkpoint given: RANDOM weights (seed {seed}). The "
@@ -117,7 +118,11 @@ def build_parser() -> argparse.ArgumentParser:
     _model_options(build, checkpoint_required=True)
     build.add_argument("--precision", choices=TABLE["tensorrt"].precisions, default="fp16")
     build.add_argument("--device", default="cuda")
-    build.add_argument("--max-objects", type=int, default=16)
+    build.add_argument("--max-objects", type=int, default=MAX_OBJECTS,
+                       help=f"objects tracked at once (default {MAX_OBJECTS}, as the node)")
+    build.add_argument("--max-cond-frames", type=int, default=MAX_COND_FRAMES,
+                       help="prompted frames kept per object: sets the memory capacity "
+                            f"(default {MAX_COND_FRAMES}, as the node)")
     build.add_argument("--max-points", type=int, default=32)
     build.add_argument("--on-mismatch", choices=("rebuild", "refuse"), default="rebuild",
                        help="what to do with a cached engine that does not match")
@@ -168,26 +173,25 @@ def cmd_export(argv: list[str]) -> int:
 def cmd_build(args) -> int:
     from tqdm import tqdm
 
-    from .export import export_model
+    from .checkpoint import load_sam2
     from .memory_layout import MemoryCapacity
-    from .runtime import default_cache_dir, load_sam2
-    from .runtime.tensorrt_build import (BuildOptions, TensorRTUnavailable, build_engine,
-                                         import_tensorrt, onnx_precision, require_cuda)
+    from .runtime.tensorrt_build import TensorRTUnavailable, import_tensorrt, require_cuda
+    from .runtime_factory import make_runtime
 
     try:  # before the (long) export: TensorRT and a GPU must be here
-        trt = import_tensorrt()
+        import_tensorrt()
         require_cuda(args.device)
     except TensorRTUnavailable as err:
         raise CLIError(f"cannot build TensorRT engines here: {err}") from err
     model = load_sam2(args.checkpoint, args.model, args.image_size)
-    cache = args.cache_dir or default_cache_dir()
-    options = BuildOptions(args.precision, args.max_objects, max_points=args.max_points)
-    exported = export_model(model, cache / "onnx", onnx_precision(trt, args.precision),
-                            MemoryCapacity.of(model.cfg), log=tqdm.write)
-    for name, part in tqdm(exported.parts.items(), desc="engines", unit="part"):
-        path = build_engine(part, cache / "tensorrt", options, args.device, args.on_mismatch,
-                            log=tqdm.write)
-        tqdm.write(f"{name}: {path}")
+    # the node's path (engine/runtime_factory.py): the same keys, so the node uses these
+    runtime = make_runtime("tensorrt", model, args.device, cache_dir=args.cache_dir,
+                           capacity=MemoryCapacity.for_bank(model.cfg, args.max_cond_frames),
+                           precision=args.precision, max_objects=args.max_objects,
+                           max_points=args.max_points, on_mismatch=args.on_mismatch,
+                           log=tqdm.write)
+    for name, part in runtime.parts.items():
+        tqdm.write(f"{name}: {part.path}")
     return 0
 
 
@@ -204,8 +208,8 @@ def load_or_random(args):
 
     from .checkpoint import bundled_checkpoint
     from .config import get_config
+    from .checkpoint import load_sam2
     from .model.sam2 import SAM2Model
-    from .runtime import load_sam2
 
     if args.checkpoint:
         return load_sam2(args.checkpoint, args.model, args.image_size), str(args.checkpoint)
@@ -230,7 +234,7 @@ def timed_tracker(args, model, prompts):
 
     from .timing import StageClock, TimedRuntime, device_sync
     from .memory_layout import MemoryCapacity
-    from .runtime import make_runtime
+    from .runtime_factory import make_runtime
     from .tracker import StreamingTracker
     from .video import merge_prompts
 
@@ -249,7 +253,7 @@ def timed_tracker(args, model, prompts):
     runtime = make_runtime(args.backend, model, device=args.device, cache_dir=args.cache_dir,
                            capacity=capacity, **opts)
     clock = StageClock(device_sync(runtime.device))
-    tracker = StreamingTracker(runtime.model, max_objects=len({p.obj_id for p in prompts}),
+    tracker = StreamingTracker(max_objects=len({p.obj_id for p in prompts}),
                                max_cond_frames=cond_frames,
                                runtime=TimedRuntime(runtime, clock), clock=clock)
     return tracker, clock

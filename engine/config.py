@@ -18,6 +18,10 @@ BACKBONE_STRIDE = 16  # image pixels per cell of the lowest-resolution feature m
 NUM_MASKMEM = 7  # spatial memories attended to: 1 prompted + 6 most recent (SAM 2 default)
 MAX_OBJ_PTRS = 16  # object pointers attended to
 MAX_COND_FRAMES = 4  # prompted frames a tracker keeps per object (the project's default)
+# Objects tracked at once by default: the node's ``max_objects``, and the object batch that
+# ``sam2-engine build`` and ``python -m engine.export`` prepare TensorRT engines for, so that
+# engines built ahead of time are the ones the node uses.
+MAX_OBJECTS = 8
 
 
 @dataclass(frozen=True)

@@ -115,6 +115,8 @@ class TimedRuntime:
         self.inner = runtime
         self.name = runtime.name
         self.device = runtime.device
+        self.cfg = runtime.cfg
+        self.glue = runtime.glue
         for method, stage in RUNTIME_STAGES.items():
             setattr(self, method, clock.wrap(stage, getattr(runtime, method)))
 

@@ -134,29 +134,37 @@ def _check_capacity(runtime: Runtime, cfg: ModelConfig, max_cond_frames: int) ->
 class StreamingTracker:
     """SAM 2 video tracking over a live stream; see the module docstring."""
 
-    def __init__(self, model: SAM2Model, max_objects: int = 16,
+    def __init__(self, model: SAM2Model | None = None, max_objects: int = 16,
                  max_cond_frames: int = MAX_COND_FRAMES, runtime: Runtime | None = None,
                  memory_min_iou: float | None | str = "model",
                  memory_dtype: torch.dtype = MEMORY_DTYPE, clock=None) -> None:
-        """``clock``: an ``engine.timing.StageClock`` that times the pre- and postprocessing
-        stages of each frame (the runtime's stages are timed by wrapping the runtime)."""
+        """``model``: the SAM2Model to run on the torch backend; with a ``runtime`` (which owns
+        what it runs, engine/runtime/) it may be left out. ``clock``: an ``engine.timing``
+        StageClock that times the pre- and postprocessing stages of each frame (the runtime's
+        stages are timed by wrapping the runtime)."""
         self._clock = clock
+        if runtime is None and model is None:
+            raise InputError("StreamingTracker needs a model or a runtime")
+        if runtime is not None and model is not None and model.cfg != runtime.cfg:
+            raise InputError(f"the model ({model.cfg.name}, {model.cfg.image_size} px) is not "
+                             f"the runtime's ({runtime.cfg.name}, {runtime.cfg.image_size} px)")
+        cfg = runtime.cfg if runtime is not None else model.cfg
         if not isinstance(max_objects, int) or max_objects < 1:
             raise InputError(f"max_objects must be a positive integer, got {max_objects!r}")
         if memory_dtype not in MEMORY_DTYPES:
             raise InputError(f"memory_dtype must be one of {MEMORY_DTYPES}, got {memory_dtype!r}")
         self.memory_dtype = memory_dtype
         if memory_min_iou == "model":
-            memory_min_iou = model.cfg.memory_min_iou
+            memory_min_iou = cfg.memory_min_iou
         elif memory_min_iou is not None and (isinstance(memory_min_iou, (bool, str))
                                              or not 0.0 <= memory_min_iou <= 1.0):
             raise InputError(f"memory_min_iou must be 'model', None or a number in [0, 1], "
                              f"got {memory_min_iou!r}")
         self.memory_min_iou = memory_min_iou
-        self.model = model.eval()  # config and glue (position encodings, upscaling)
-        self.runtime = runtime if runtime is not None else TorchRuntime(self.model)
-        _check_capacity(self.runtime, model.cfg, max_cond_frames)
-        self.cfg = model.cfg
+        self.runtime = runtime if runtime is not None else TorchRuntime(model.eval())
+        self.glue = self.runtime.glue  # position encodings, pointer tokens, upscaling
+        _check_capacity(self.runtime, cfg, max_cond_frames)
+        self.cfg = cfg
         self.max_objects = max_objects
         self.max_cond_frames = max_cond_frames
         self.device = self.runtime.device
@@ -234,7 +242,7 @@ class StreamingTracker:
             if inputs.frame_index != frame.index:  # not tracked on this frame: starts afresh
                 inputs = _FrameInputs(frame.index, initial=True)
             out, inputs = self._decode_prompt(obj.bank, inputs, prompt)
-            high_res = self.model.upscale_masks(out.low_res_masks)
+            high_res = self.glue.upscale_masks(out.low_res_masks)
             memory, pos = self.runtime.encode_prompt_memory(frame.features.feat, high_res,
                                                           out.object_score_logits)
             obj.bank.add_prompted(self._entry(frame.index, memory, pos, out.obj_ptr, 0))
@@ -261,7 +269,7 @@ class StreamingTracker:
         conditioned = self._attend(feats, selections)
         out = self.runtime.decode(conditioned, feats.high_res, None, None, None,
                                 multimask=self._multimask(initial=False, num_points=0))
-        memory, pos = self.runtime.encode_memory(feats.feat, self.model.upscale_masks(
+        memory, pos = self.runtime.encode_memory(feats.feat, self.glue.upscale_masks(
             out.low_res_masks), out.object_score_logits)
         admitted = self._admitted(out)
         for b, obj_id in enumerate(ids):
@@ -295,7 +303,7 @@ class StreamingTracker:
         if prev is not None:
             prev = prev.clamp(-PREV_LOGITS_CLAMP, PREV_LOGITS_CLAMP)
         if inputs.initial:
-            conditioned = self.model.add_no_memory(feats.feat)
+            conditioned = self.glue.add_no_memory(feats.feat)
         else:
             conditioned = self._attend(feats, [bank.select(self._frame.index)])
         multimask = self._multimask(inputs.initial, num_points=labels.shape[1])
@@ -343,8 +351,8 @@ class StreamingTracker:
                 ptrs[i, :len(pointers)] = torch.stack(pointers)
                 ago[i][:len(pointers)] = frames_ago
         ago = torch.tensor(ago, dtype=torch.float32).to(self.device, non_blocking=True)
-        ptr_pos = self.model.pointer_pos(ago.flatten(), self.cfg.max_obj_ptrs)
-        ptr_tokens, ptr_tok_pos = self.model.pointer_tokens_batched(
+        ptr_pos = self.glue.pointer_pos(ago.flatten(), self.cfg.max_obj_ptrs)
+        ptr_tokens, ptr_tok_pos = self.glue.pointer_tokens_batched(
             ptrs, ptr_pos.view(b, n_ptrs, mem_dim))
         tokens[:, start:], pos[:, start:] = ptr_tokens, ptr_tok_pos
         lengths = [(len(s.spatial) * hw, len(s.pointers) * split) for s in selections]
@@ -360,7 +368,7 @@ class StreamingTracker:
                pointers: torch.Tensor, b: int) -> MemoryEntry:
         """Object ``b``'s bank entry from a batch: memory, pos (B, 64, h, w), pointers (B, 256)."""
         if self._memory_pos is None:  # the same for every frame: tabulate once per slot
-            self._memory_pos = torch.cat([self.model.spatial_memory_pos(pos[:1], t)
+            self._memory_pos = torch.cat([self.glue.spatial_memory_pos(pos[:1], t)
                                           for t in range(self.cfg.num_maskmem)])
         features = memory[b].flatten(1).transpose(0, 1)  # (64, h, w) -> (h*w, 64)
         return MemoryEntry(frame_index, features.to(self.memory_dtype).clone(), pointers[b].clone())

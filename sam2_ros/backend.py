@@ -51,9 +51,10 @@ def build_engine(cfg: NodeConfig) -> Engine:
     torch.set_num_threads(threads)
     model, weights = _load_model(cfg)
     runtime = _make_runtime(cfg, model, threads)
+    del model  # the runtime owns what it runs (a graph runtime: not the torch model)
 
     def make() -> Any:
-        return StreamingTracker(model, max_objects=cfg.max_objects,
+        return StreamingTracker(max_objects=cfg.max_objects,
                                 max_cond_frames=cfg.max_cond_frames, runtime=runtime,
                                 memory_min_iou=parse_memory_rule(cfg.memory_admission))
 
@@ -109,16 +110,18 @@ def _load_model(cfg: NodeConfig) -> tuple[Any, str]:
     size = cfg.model_image_size
     model_cfg = replace(get_config(cfg.model), image_size=size)
     path = cfg.checkpoint or bundled_checkpoint(model_cfg)
+    # graph backends read the model on the CPU (their runtime keeps no torch model)
+    device = cfg.device if cfg.backend == "torch" else "cpu"
     if path:
         try:
-            model = load_model(path, model_cfg, device=cfg.device)
+            model = load_model(path, model_cfg, device=device)
         except CheckpointError as err:
             raise BackendError(str(err)) from err
         what = "bundled weights " if not cfg.checkpoint else ""
         return model, f"{what}{path} ({cfg.model}, image_size {size})"
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(cfg.seed)
-        model = SAM2Model(model_cfg).to(cfg.device).eval()
+        model = SAM2Model(model_cfg).to(device).eval()
     return model, (f"RANDOM weights ({cfg.model}, seed {cfg.seed}, image_size "
                    f"{size}): {RANDOM_WEIGHTS_WARNING}")
 
@@ -127,7 +130,7 @@ def _make_runtime(cfg: NodeConfig, model: Any, threads: int) -> Any:
     """The runtime of ``cfg.backend`` over ``model``, with a memory capacity that fits the
     tracker's banks; a backend that cannot run here is refused with its reason."""
     from engine.memory_layout import MemoryCapacity
-    from engine.runtime import make_runtime
+    from engine.runtime_factory import make_runtime
 
     opts: dict[str, Any] = {"precision": cfg.precision}
     if cfg.backend == "torch" and cfg.compile:

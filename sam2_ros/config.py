@@ -15,7 +15,8 @@ from dataclasses import dataclass, field, fields
 from typing import Any, Callable
 
 from engine.backends import BACKENDS, PRECISIONS
-from engine.config import MEMORY_RULE_EXPECTED, known_models, parse_memory_rule
+from engine.config import (MAX_COND_FRAMES, MAX_OBJECTS, MEMORY_RULE_EXPECTED, known_models,
+                           parse_memory_rule)
 TRANSPORTS = ("raw", "compressed")
 QOS_PROFILES = ("sensor_data", "reliable")
 _DEVICE = re.compile(r"^(cpu|cuda(:\d+)?)$")
@@ -110,11 +111,12 @@ class NodeConfig:
     num_threads: int = _param(0, "CPU threads for inference (0: all usable CPUs but one)",
                               _int_in(0, 256))
     # Tracking.
-    max_objects: int = _param(8, "most objects tracked at once (>255 makes ~/masks mono16)",
+    max_objects: int = _param(MAX_OBJECTS, "most objects tracked at once (>255 makes ~/masks mono16)",
                               _int_in(1, MAX_LABEL))
     # Memory bank: spatial memories (7) and object pointers (16) per object are fixed by the
     # model's weights; how many prompted frames an object keeps is a choice.
-    max_cond_frames: int = _param(4, "prompted frames kept per object's memory bank",
+    max_cond_frames: int = _param(MAX_COND_FRAMES,
+                                  "prompted frames kept per object's memory bank",
                                   _int_in(1, 16))
     memory_admission: str = _param("model", "which tracked frames join an object's memory: "
                                    "'model' (0.5 for sam2_ros_compact; every frame for Meta's), "

@@ -4,7 +4,7 @@ from __future__ import annotations
 import pytest
 
 from engine.backends import BACKENDS, PRECISIONS, TABLE, check_backend, describe_precisions
-from engine.export.cache import PRECISIONS as EXPORT_PRECISIONS
+from engine.graph_cache import PRECISIONS as EXPORT_PRECISIONS
 from engine.runtime import TorchRuntime
 
 

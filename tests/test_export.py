@@ -16,8 +16,9 @@ import torch
 from onnx import helper, numpy_helper
 
 from engine.export import ExportCheckError, MemoryCapacity, export_model, pad_to_capacity
-from engine.export.cache import ExportedPart
+from engine.config import MAX_COND_FRAMES
 from engine.export.parts import build_part, part_specs
+from engine.graph_cache import ExportedPart
 from engine.config import get_config
 from engine.export.steps import check_signature, check_with_onnxruntime, dedupe_initializers
 from export_setup import (FEAT, HW, MODEL, SIZE, cache_root, single_thread, tiny_export,
@@ -68,7 +69,7 @@ def _report(label, pairs):
 def test_every_part_written_with_sidecar(exported):
     folder = exported.path("image_encoder").parent
     assert folder.name.startswith(f"{MODEL}-{SIZE}px-fp32-w")
-    assert exported.path("memory_attention").name == "memory_attention-m7p16.onnx"
+    assert exported.path("memory_attention").name == "memory_attention-m10p19.onnx"
     for name, part in exported.parts.items():
         meta = json.loads(part.sidecar.read_text())
         assert meta["key"]["model"] == MODEL and meta["key"]["image_size"] == SIZE
@@ -152,11 +153,12 @@ def _oracle_attention(oracle, feat, pos, memory, memory_pos, n_ptr_tokens):
 def test_memory_attention_full_bank(model, sessions, batch):
     feat, _ = _features(model, batch)
     pos = torch.randn_like(feat)
-    memory, memory_pos = _bank(batch, 7, 16)
+    cap = MemoryCapacity.for_bank(model.cfg, MAX_COND_FRAMES)  # the default export's
+    memory, memory_pos = _bank(batch, cap.spatial, cap.pointers)
     valid = torch.ones(memory.shape[:2], dtype=torch.bool)
     out = _run(sessions["memory_attention"], feat=feat, pos=pos, memory=memory,
                memory_pos=memory_pos, memory_valid=valid)["conditioned"]
-    ref = model.attend_memory(feat, pos, memory, memory_pos, 16 * PTR_TOKENS)
+    ref = model.attend_memory(feat, pos, memory, memory_pos, cap.pointers * PTR_TOKENS)
     assert _report(f"memory_attention full B={batch}", {"conditioned": (out, ref)}) <= ATOL
 
 
@@ -166,7 +168,7 @@ def test_fixed_capacity_equals_variable_length(model, sessions, spatial):
     fixed capacity in one exported call; each object vs its own variable-length torch run
     and Meta's memory attention."""
     oracle = build_oracle(MODEL, SIZE)
-    cfg, cap = model.cfg, MemoryCapacity.of(model.cfg)
+    cfg, cap = model.cfg, MemoryCapacity.for_bank(model.cfg, MAX_COND_FRAMES)
     feat, _ = _features(model, 17)
     pos = torch.randn_like(feat)
     banks = [_bank(1, spatial, p) for p in range(17)]
@@ -186,19 +188,27 @@ def test_fixed_capacity_equals_variable_length(model, sessions, spatial):
     assert max(vs_torch) <= ATOL and max(vs_oracle) <= ATOL
 
 
-def test_larger_capacity_serves_multi_prompt_banks(model, tmp_path_factory):
-    """A bank keeping 4 prompted frames selects up to 10 spatial memories and 19 pointers."""
-    cap = MemoryCapacity.for_bank(model.cfg, max_cond_frames=4)
-    assert (cap.spatial, cap.pointers) == (10, 19)
-    part = export_model(model, cache_root(tmp_path_factory) / "onnx", capacity=cap,
-                        parts=("memory_attention",), log=None).parts["memory_attention"]
-    assert part.path.name == "memory_attention-m10p19.onnx"
+def test_other_capacity_reexports_only_the_memory_attention(model, exported, tmp_path_factory):
+    """SAM 2's own bank (7 spatial memories, 16 pointers) next to the default one (4 prompted
+    frames: 10 and 19): only the memory attention is exported again and serves its capacity;
+    the image encoder and every other part are the same files, reused."""
+    cap = MemoryCapacity.of(model.cfg)
+    assert (cap.spatial, cap.pointers) == (7, 16) and exported.capacity != cap
+    logs = []
+    other = export_model(model, cache_root(tmp_path_factory) / "onnx", capacity=cap,
+                         log=logs.append)
+    part = other.parts["memory_attention"]
+    assert part.path.name == "memory_attention-m7p16.onnx"
+    for name in ("image_encoder", "decoder_multimask", "decoder_singlemask", "memory_encoder"):
+        assert other.parts[name].path == exported.parts[name].path
+        assert other.parts[name].sha256 == exported.parts[name].sha256
+    assert not [line for line in logs if "memory_attention" not in line], logs
     opts = ort.SessionOptions()
     opts.intra_op_num_threads = 1
     session = ort.InferenceSession(str(part.path), opts, providers=["CPUExecutionProvider"])
     feat, _ = _features(model, 1)
     pos = torch.randn_like(feat)
-    for spatial, pointers in ((1, 0), (9, 18), (10, 19)):
+    for spatial, pointers in ((1, 0), (6, 15), (7, 16)):
         m, mp = _bank(1, spatial, pointers)
         memory, memory_pos, valid = pad_to_capacity(model.cfg, cap, m, mp, pointers * PTR_TOKENS,
                                                     None)

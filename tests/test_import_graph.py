@@ -1,8 +1,12 @@
 """The shape of the package: the ROS-free core stands alone.
 
 * nothing under ``engine/`` imports the ROS package ``sam2_ros`` (or rclpy);
-* the tracker and its memory bank import nothing from the ONNX exporter (``engine.export``);
-* ``import engine.tracker`` loads neither onnx, onnxruntime, the exporter nor ROS.
+* the tracker, its memory bank and every runtime (``engine/runtime/``) import nothing from the
+  ONNX exporter (``engine.export``), not even inside a function; the modules both share (the
+  graph signatures and cache layout, ``engine/graph_spec.py``, ``engine/graph_cache.py``)
+  import neither; the exporter imports no runtime;
+* ``import engine.tracker`` loads neither onnx, onnxruntime, the exporter nor ROS, and loading
+  every runtime module loads no exporter module.
 """
 from __future__ import annotations
 
@@ -54,6 +58,57 @@ def test_engine_does_not_import_ros(path):
 def test_tracking_core_does_not_import_the_exporter(name):
     bad = [n for n in _imports(ENGINE / name) if n.startswith("engine.export")]
     assert not bad, f"engine/{name} imports {bad}"
+
+
+def _runtime_files() -> list[Path]:
+    return sorted((ENGINE / "runtime").glob("*.py"))
+
+
+@pytest.mark.parametrize("path", _runtime_files(), ids=lambda p: str(p.relative_to(ROOT)))
+def test_runtimes_do_not_import_the_exporter(path):
+    bad = [n for n in _imports(path) if n.startswith("engine.export")]
+    assert not bad, f"{path.relative_to(ROOT)} imports {bad}: runtimes run exported graphs " \
+                    "through engine/graph_spec.py and engine/graph_cache.py only"
+
+
+@pytest.mark.parametrize("name", ["base.py", "onnx_runtime.py", "tensorrt_runtime.py",
+                                  "tensorrt_build.py"])
+def test_graph_runtimes_do_not_use_the_torch_model(name):
+    """The graph runtimes run graphs or engines and a copy of the glue (TrackingGlue): they
+    have no use for SAM2Model (tests/test_gpu_path_on_cpu.py checks one holds no reference)."""
+    bad = [n for n in _imports(ENGINE / "runtime" / name) if n.endswith(".SAM2Model")]
+    assert not bad, f"engine/runtime/{name} imports {bad}"
+
+
+@pytest.mark.parametrize("name", ["graph_spec.py", "graph_cache.py"])
+def test_shared_graph_modules_import_neither_side(name):
+    bad = [n for n in _imports(ENGINE / name)
+           if n.startswith(("engine.export", "engine.runtime"))]
+    assert not bad, f"engine/{name} imports {bad}"
+
+
+@pytest.mark.parametrize("path", sorted((ENGINE / "export").glob("*.py")),
+                         ids=lambda p: str(p.relative_to(ROOT)))
+def test_exporter_imports_no_runtime(path):
+    bad = [n for n in _imports(path) if n.startswith("engine.runtime")]
+    assert not bad, f"{path.relative_to(ROOT)} imports {bad}"
+
+
+def test_the_checker_sees_imports_inside_functions():
+    """A lazy import in a function body counts as much as one at the top of the file: the
+    runtime factory (where exporter and runtimes meet) imports the exporter inside functions."""
+    assert "engine.export.export_model" in _imports(ENGINE / "runtime_factory.py")
+
+
+def test_loading_every_runtime_loads_no_exporter():
+    code = ("import sys, engine.runtime.onnx_runtime, engine.runtime.tensorrt_runtime, "
+            "engine.runtime.tensorrt_build, engine.runtime.precision_check, "
+            "engine.runtime.memory_estimate; "
+            "print(sorted(m for m in sys.modules if m.startswith('engine.export') "
+            "or m.split('.')[0] == 'onnx'))")
+    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True,
+                         text=True, timeout=120, check=True)
+    assert out.stdout.strip() == "[]", out.stdout
 
 
 def test_importing_the_tracker_loads_no_exporter_onnx_or_ros():

@@ -13,8 +13,8 @@ import numpy as np
 import pytest
 import torch
 
-from engine.export import MemoryCapacity
-from engine.runtime import BACKENDS, InputError, Runtime, TorchRuntime, make_runtime
+from engine.runtime import BACKENDS, InputError, Runtime, TorchRuntime
+from engine.runtime_factory import make_runtime
 from engine.runtime.tensorrt_build import (BuildOptions, EngineKey, TensorRTUnavailable,
                                            engine_mismatch, profile_shapes)
 from export_setup import FEAT, HW, SIZE, cache_root, single_thread, tiny_export, tiny_model
@@ -154,7 +154,7 @@ def test_encode_memory(model, runtimes, backend, method):
 def _track(runtime, frames, clicks):
     from engine.tracker import StreamingTracker
 
-    tracker = StreamingTracker(runtime.model, max_objects=4, runtime=runtime)
+    tracker = StreamingTracker(max_objects=4, runtime=runtime)
     results = []
     for t, frame in enumerate(frames):
         out = tracker.track(frame)
@@ -359,7 +359,7 @@ def test_optimisation_profile_covers_objects_and_points(model, tmp_path_factory)
     dec = profile_shapes(exported.parts["decoder_multimask"], options)
     assert dec["point_coords"] == ((1, 1, 2), (2, 2, 2), (8, 6, 2))
     assert dec["has_mask_input"] == ((1,), (2,), (8,))
-    m = MemoryCapacity().tokens(model.cfg)
+    m = exported.capacity.tokens(model.cfg)
     att = profile_shapes(exported.parts["memory_attention"], options)
     assert att["memory_valid"] == ((1, m), (2, m), (8, m))
     assert profile_shapes(exported.parts["image_encoder"], options) == {}
@@ -408,6 +408,20 @@ def test_tensorrt_fp16_masks(model, trt_runtimes):
         masks.append((rt.decode(f.feat, f.high_res, coords, labels, None, True)
                       .low_res_masks > 0).cpu().numpy())
     assert _iou(*masks) >= 0.98
+
+
+@needs_trt
+def test_tensorrt_parts_share_one_scratch_buffer_and_stream(trt_runtimes):
+    """Contexts without scratch of their own, one buffer sized to the largest part, one
+    stream; the glue on the GPU and no torch model held."""
+    from engine.model.sam2 import SAM2Model
+
+    for rt in trt_runtimes.values():
+        parts = list(rt.parts.values())
+        assert rt.scratch.numel() == max(p.scratch_bytes for p in parts)
+        assert all(p.stream is rt.stream for p in parts)
+        assert rt.glue.no_mem_embed.device.type == "cuda"
+        assert not any(isinstance(v, SAM2Model) for v in vars(rt).values())
 
 
 @needs_trt

@@ -55,7 +55,7 @@ import torch
 
 from engine.config import MODELS, get_config, reference_config_name
 from engine.model.sam2 import SAM2Model
-from engine.runtime import make_runtime
+from engine.runtime_factory import make_runtime
 from engine.tracker import IMAGENET_MEAN, IMAGENET_STD, StreamingTracker
 from oracle import _perturb
 from test_tracker import click_inside, synthetic_video

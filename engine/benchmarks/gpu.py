@@ -173,8 +173,7 @@ def run_ours(runtime, frames, clicks, warmup: int, with_logits: bool = False) ->
     run = Run()
     start_mem = _memory_start(runtime.device)
     begin = time.perf_counter()
-    tracker = StreamingTracker(runtime.model, max_objects=len(clicks), max_cond_frames=1,
-                               runtime=runtime)
+    tracker = StreamingTracker(max_objects=len(clicks), max_cond_frames=1, runtime=runtime)
     tracker.track(frames[0])
     first = {i: tracker.add_prompt(i, points=[p], labels=[1]).mask for i, p in clicks.items()}
     run.masks.append(first)
@@ -307,7 +306,7 @@ def bundled_compact():
 
 def make_torch(model, device, precision: str, compiled: bool):
     from ..memory_layout import MemoryCapacity
-    from ..runtime import make_runtime
+    from ..runtime_factory import make_runtime
 
     return make_runtime("torch", model, device=device, precision=precision, compile=compiled,
                         capacity=MemoryCapacity.for_bank(model.cfg, 1))
@@ -536,7 +535,7 @@ def tensorrt_rows(rep: Report, args, dirs: list[Path]) -> None:
     import tempfile
 
     from ..memory_layout import MemoryCapacity
-    from ..runtime import make_runtime
+    from ..runtime_factory import make_runtime
 
     size = 256 if args.quick else 1024
     weights = load_weights(SHORT["tiny"], dirs)

@@ -53,7 +53,7 @@ def make_tracker_factory(backend: str, model, cache_dir: Path | None = None, thr
     "name:precision", e.g. "torch:bf16", "onnxruntime:fp16") for ``model``. A suffix
     "@all" stores every tracked frame in memory (SAM 2's rule), "@X" uses ``memory_min_iou``
     X; without one the model's own setting applies."""
-    from ..runtime import make_runtime
+    from ..runtime_factory import make_runtime
     from ..tracker import StreamingTracker
 
     spec, _, memory = backend.partition("@")

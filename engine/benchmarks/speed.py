@@ -83,7 +83,7 @@ class OursVideo:
 
         self.name = name or runtime.name
         self.clock = StageClock(device_sync(runtime.device))
-        self.tracker = StreamingTracker(runtime.model, max_objects=len(clicks),
+        self.tracker = StreamingTracker(max_objects=len(clicks),
                                         max_cond_frames=PROMPTED_FRAMES,
                                         runtime=TimedRuntime(runtime, self.clock),
                                         clock=self.clock)
@@ -205,7 +205,8 @@ def _runtime(backend: str, model: SAM2Model, device: str, cache_dir: Path | None
     on the unchecked export, with a note (its masks are still compared with the reference's,
     case by case, in the results)."""
     from ..export import ExportCheckError, MemoryCapacity, export_model
-    from ..runtime import default_cache_dir, make_runtime
+    from ..graph_cache import default_cache_dir
+    from ..runtime_factory import make_runtime
 
     capacity = MemoryCapacity.for_bank(model.cfg, PROMPTED_FRAMES)
     try:

@@ -7,9 +7,11 @@ from __future__ import annotations
 
 import argparse
 
-from ..runtime import default_cache_dir, load_sam2
+from ..checkpoint import load_sam2
+from ..config import MAX_COND_FRAMES
+from ..graph_cache import default_cache_dir
+from ..graph_spec import PART_NAMES
 from ..memory_layout import MemoryCapacity
-from .parts import PART_NAMES
 from .pipeline import export_model
 
 
@@ -19,8 +21,13 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--model", help="model name (default: identified from the file)")
     parser.add_argument("--image-size", type=int, default=None, help="input side (default 1024)")
     parser.add_argument("--precision", choices=("fp32", "fp16"), default="fp32")
-    parser.add_argument("--spatial", type=int, default=None, help="spatial memory slots")
-    parser.add_argument("--pointers", type=int, default=None, help="object pointer slots")
+    parser.add_argument("--max-cond-frames", type=int, default=MAX_COND_FRAMES,
+                        help="prompted frames kept per object; sets the memory capacity "
+                             f"(default {MAX_COND_FRAMES}, as the node and sam2-engine build)")
+    parser.add_argument("--spatial", type=int, default=None,
+                        help="spatial memory slots (default: from --max-cond-frames)")
+    parser.add_argument("--pointers", type=int, default=None,
+                        help="object pointer slots (default: from --max-cond-frames)")
     parser.add_argument("--parts", nargs="+", choices=PART_NAMES, default=list(PART_NAMES))
     parser.add_argument("--out", default=None,
                         help="cache folder (default: ~/.cache/sam2_ros/onnx)")
@@ -29,7 +36,7 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
 
     model = load_sam2(args.checkpoint, args.model, args.image_size)
-    default = MemoryCapacity.of(model.cfg)
+    default = MemoryCapacity.for_bank(model.cfg, args.max_cond_frames)
     capacity = MemoryCapacity(args.spatial or default.spatial,
                               default.pointers if args.pointers is None else args.pointers)
     out = args.out or default_cache_dir() / "onnx"

@@ -38,120 +38,20 @@ every exported part with the ``SAM2Model`` method itself.
 from __future__ import annotations
 
 import copy
-from dataclasses import dataclass
 
 import torch
 from torch import Tensor, nn
 
-from ..config import ModelConfig
-from ..model.sam2 import NO_OBJ_SCORE, SAM2Model
+from ..graph_spec import (OBJECTS, PART_NAMES, POINTS, PartSpec, TensorSpec, part_specs,
+                          reads_presence_in_memory)
 from ..memory_layout import MemoryCapacity
+from ..model.fixed_attention import FixedCapacityAttention
+from ..model.sam2 import NO_OBJ_SCORE, SAM2Model
 
-OBJECTS, POINTS = "objects", "points"  # names of the dynamic axes
-# Additive attention bias of an unused memory slot. Finite and within float16 range (unlike
-# finfo(float32).min, which becomes -inf in FP16 engines and 0 * -inf = NaN); exp(-3e4) is
-# exactly 0 in float32 and float16, so unused slots get weight 0.
-MASKED_SCORE = -30000.0
+# the signatures live in engine/graph_spec.py (shared with the runtimes); named here too
+__all__ = ["OBJECTS", "PART_NAMES", "POINTS", "PartSpec", "TensorSpec",
+           "build_part", "half_model", "part_specs", "reads_presence_in_memory"]
 
-
-@dataclass(frozen=True)
-class TensorSpec:
-    """One graph input or output: name, dtype, shape (ints, or axis names for dynamic dims)."""
-
-    name: str
-    shape: tuple[int | str, ...]
-    dtype: torch.dtype = torch.float32
-    # Picked by a discrete choice (argmax of IoUs, stability threshold): may flip between
-    # precisions on near-ties, so fp16 checks report it without holding it to the tolerance.
-    selected: bool = False
-
-    def resolve(self, sizes: dict[str, int]) -> tuple[int, ...]:
-        """The concrete shape for the given dynamic sizes, e.g. {"objects": 3}."""
-        return tuple(sizes[d] if isinstance(d, str) else d for d in self.shape)
-
-
-@dataclass(frozen=True)
-class PartSpec:
-    """A part's graph signature."""
-
-    name: str
-    inputs: tuple[TensorSpec, ...]
-    outputs: tuple[TensorSpec, ...]
-
-    def dynamic_axes(self) -> dict[str, dict[int, str]]:
-        """The exporter's ``dynamic_axes``: {tensor: {axis: axis name}}."""
-        axes = {}
-        for t in (*self.inputs, *self.outputs):
-            named = {i: d for i, d in enumerate(t.shape) if isinstance(d, str)}
-            if named:
-                axes[t.name] = named
-        return axes
-
-    def random_inputs(self, sizes: dict[str, int], gen: torch.Generator) -> tuple[Tensor, ...]:
-        """Random inputs of every dtype: normal floats, labels in -1..3, random flags."""
-        out = []
-        for t in self.inputs:
-            shape = t.resolve(sizes)
-            if t.dtype == torch.bool:
-                out.append(torch.rand(shape, generator=gen) > 0.5)
-            elif t.dtype == torch.int32:
-                out.append(torch.randint(-1, 4, shape, generator=gen, dtype=torch.int32))
-            else:
-                out.append(torch.randn(shape, generator=gen) * 2)
-        if self.name == "memory_attention":  # every object keeps at least one valid token
-            out[-1][:, 0] = True
-        return tuple(out)
-
-
-def part_specs(cfg: ModelConfig, capacity: MemoryCapacity) -> dict[str, PartSpec]:
-    """Every part's signature for model ``cfg`` (image size included) and memory ``capacity``."""
-    s, h, d, m = cfg.image_size, cfg.feat_size, cfg.d_model, cfg.mem_dim
-    b, n = OBJECTS, POINTS
-    f32, i32, flag = torch.float32, torch.int32, torch.bool
-    feat = TensorSpec("feat", (b, d, h, h))
-    high_res = (TensorSpec("high_res_s0", (b, d // 8, 4 * h, 4 * h)),
-                TensorSpec("high_res_s1", (b, d // 4, 2 * h, 2 * h)))
-    specs = [
-        PartSpec("image_encoder", (TensorSpec("image", (1, 3, s, s)),),
-                 (TensorSpec("feat", (1, d, h, h)), TensorSpec("pos", (1, d, h, h)),
-                  *(TensorSpec(t.name, (1, *t.shape[1:])) for t in high_res))),
-        PartSpec("memory_encoder",
-                 (feat, TensorSpec("mask_logits_high_res", (b, 1, s, s)),
-                  TensorSpec("binarize", (b,), flag),
-                  *((TensorSpec("object_score_logits", (b, 1)),)
-                    if reads_presence_in_memory(cfg) else ())),
-                 (TensorSpec("maskmem_features", (b, m, h, h)),
-                  TensorSpec("maskmem_pos", (b, m, h, h)))),
-        PartSpec("memory_attention",
-                 (feat, TensorSpec("pos", (b, d, h, h)),
-                  TensorSpec("memory", (b, capacity.tokens(cfg), m)),
-                  TensorSpec("memory_pos", (b, capacity.tokens(cfg), m)),
-                  TensorSpec("memory_valid", (b, capacity.tokens(cfg)), flag)),
-                 (TensorSpec("conditioned", (b, d, h, h)),)),
-    ]
-    for name, k in (("decoder_multimask", 3), ("decoder_singlemask", 1)):
-        specs.append(PartSpec(
-            name,
-            (feat, *high_res, TensorSpec("point_coords", (b, n, 2), f32),
-             TensorSpec("point_labels", (b, n), i32),
-             TensorSpec("mask_input", (b, 1, 4 * h, 4 * h)),
-             TensorSpec("has_mask_input", (b,), flag)),
-            (TensorSpec("low_res_multimasks", (b, k, 4 * h, 4 * h), selected=k == 1),
-             TensorSpec("ious", (b, k), selected=k == 1),
-             TensorSpec("low_res_masks", (b, 1, 4 * h, 4 * h), selected=True),
-             TensorSpec("obj_ptr", (b, d), selected=k > 1),
-             TensorSpec("object_score_logits", (b, 1)))))
-    return {p.name: p for p in specs}
-
-
-def reads_presence_in_memory(cfg: ModelConfig) -> bool:
-    """Whether the memory encoder reads the presence logits: only models with a no-object
-    embedding (SAM 2.1) add it to the memories of absent objects."""
-    return cfg.no_obj_embed_spatial
-
-
-PART_NAMES = ("image_encoder", "decoder_multimask", "decoder_singlemask", "memory_encoder",
-              "memory_attention")
 
 
 class ImageEncoderPart(nn.Module):
@@ -195,7 +95,7 @@ class DecoderPart(nn.Module):
             token = tokens.gather(1, best[:, :, None].expand(b, 1, tokens.shape[2]))[:, 0]
         else:
             token = tokens[:, 0]  # (B, C)
-        obj_ptr = model._gate_pointer(model.obj_ptr_proj(token), present.to(token.dtype))
+        obj_ptr = model.object_pointer(token, present)
         return masks, ious, low_res, obj_ptr, obj_logits
 
 
@@ -213,28 +113,6 @@ class MemoryEncoderPart(nn.Module):
         hard = (mask_logits_high_res > 0).to(soft.dtype)
         mask = torch.where(binarize[:, None, None, None], hard, soft)  # (B, 1, S, S)
         return self.model.encode_memory_from_probs(feat, mask, object_score_logits)
-
-
-class MemoryAttentionPart(nn.Module):
-    """``SAM2Model.attend_memory`` on the fixed-capacity layout (see ``engine.memory_layout``)."""
-
-    def __init__(self, model: SAM2Model, capacity: MemoryCapacity) -> None:
-        super().__init__()
-        self.model = model
-        self.num_ptr_tokens = capacity.pointer_tokens(model.cfg)
-
-    def forward(self, feat: Tensor, pos: Tensor, memory: Tensor, memory_pos: Tensor,
-                memory_valid: Tensor) -> Tensor:
-        attn = self.model.memory_attention
-        b, c, h, w = feat.shape
-        curr = feat.flatten(2).transpose(1, 2)  # (B, C, h, w) -> (B, hw, C)
-        curr_pos = pos.flatten(2).transpose(1, 2)
-        x = curr + 0.1 * curr_pos if attn.pos_enc_at_input else curr
-        bias = torch.where(memory_valid, 0.0, MASKED_SCORE).to(x.dtype)[:, None, None, :]
-        for layer in attn.layers:  # (B, 1, 1, M) bias broadcast over heads and queries
-            x = layer(x, curr_pos, memory, memory_pos, self.num_ptr_tokens, bias)
-        out = attn.norm(x).transpose(1, 2).reshape(b, c, h, w)  # (B, hw, C) -> (B, C, h, w)
-        return out
 
 
 def half_model(model: SAM2Model) -> SAM2Model:
@@ -272,7 +150,7 @@ def build_part(model: SAM2Model, name: str, capacity: MemoryCapacity) -> nn.Modu
         "decoder_multimask": lambda: DecoderPart(model, multimask=True),
         "decoder_singlemask": lambda: DecoderPart(model, multimask=False),
         "memory_encoder": lambda: MemoryEncoderPart(model),
-        "memory_attention": lambda: MemoryAttentionPart(model, capacity),
+        "memory_attention": lambda: FixedCapacityAttention(model, capacity),
     }
     if name not in builders:
         raise KeyError(f"unknown part {name!r}; parts: {', '.join(PART_NAMES)}")

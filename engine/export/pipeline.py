@@ -5,16 +5,17 @@
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Iterable
 
 import onnx
 import torch
 
-from ..model.sam2 import SAM2Model
-from .cache import ExportedPart, PartKey, part_key, part_path, weights_digest
+from ..config import MAX_COND_FRAMES
+from ..graph_cache import (ExportedModel, ExportedPart, PartKey, part_key, part_path,
+                           weights_digest)
 from ..memory_layout import MemoryCapacity
+from ..model.sam2 import SAM2Model
 from .parts import OBJECTS, PART_NAMES, POINTS, build_part, half_model, part_specs
 from .steps import (OPSET, RELATIVE, TOLERANCE, check_signature, check_with_onnxruntime,
                     dedupe_initializers, export_onnx, file_sha256)
@@ -22,17 +23,6 @@ from .steps import (OPSET, RELATIVE, TOLERANCE, check_signature, check_with_onnx
 # Dynamic sizes the graphs are traced at, and (different on purpose) checked at.
 TRACE_SIZES = {OBJECTS: 2, POINTS: 3}
 CHECK_SIZES = {OBJECTS: 3, POINTS: 2}
-
-
-@dataclass
-class ExportedModel:
-    """The exported parts of one model, by part name."""
-
-    parts: dict[str, ExportedPart] = field(default_factory=dict)
-    capacity: MemoryCapacity = field(default_factory=MemoryCapacity)
-
-    def path(self, part: str) -> Path:
-        return self.parts[part].path
 
 
 def export_part(model: SAM2Model, key: PartKey, path: Path, capacity: MemoryCapacity,
@@ -73,11 +63,12 @@ def export_model(model: SAM2Model, cache_dir: str | Path, precision: str = "fp32
     precision: "fp32" (default; TensorRT <= 10 builds FP16 engines from it) or "fp16"
     (float16 weights and compute, float32 inputs and outputs: for TensorRT 11, whose
     strongly typed networks take their precision from the graph).
-    capacity: memory slots of the memory attention (default: the model's bank size).
+    capacity: memory slots of the memory attention (default: what a tracker keeping
+    ``MAX_COND_FRAMES`` prompted frames per object selects, as the node and make_runtime).
     check: compare each new graph with torch in onnxruntime; raises ExportCheckError beyond
     the tolerance. force: export even when a valid cached graph exists.
     """
-    capacity = capacity or MemoryCapacity.of(model.cfg)
+    capacity = capacity or MemoryCapacity.for_bank(model.cfg, MAX_COND_FRAMES)
     device = next(model.parameters()).device
     model.eval().cpu()  # traced and checked on CPU (fp16 via CPU autocast); moved back after
     try:

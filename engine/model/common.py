@@ -38,10 +38,12 @@ class LayerNorm2d(nn.Module):
         self.eps = eps
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        mean = x.mean(1, keepdim=True)
-        var = (x - mean).pow(2).mean(1, keepdim=True)
-        x = (x - mean) / torch.sqrt(var + self.eps)
-        return self.weight[:, None, None] * x + self.bias[:, None, None]
+        # One layer_norm over channels-last: exported as ONNX LayerNormalization, which
+        # TensorRT runs as one normalisation layer kept in fp32 (engine/runtime/
+        # tensorrt_build.py), not the ReduceMean/Pow/Sqrt chain that overflows in FP16.
+        x = x.permute(0, 2, 3, 1)  # (B, C, H, W) -> (B, H, W, C)
+        x = F.layer_norm(x, self.weight.shape, self.weight, self.bias, self.eps)
+        return x.permute(0, 3, 1, 2)  # (B, H, W, C) -> (B, C, H, W)
 
 
 class Attention(nn.Module):

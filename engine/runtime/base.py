@@ -1,9 +1,11 @@
 """The one runtime interface, and the shared half of the graph-based runtimes.
 
-A ``Runtime`` runs SAM 2's heavy per-frame computations, with the signatures of the
-``SAM2Model`` methods they replace, on torch tensors in and out (on ``runtime.device``). The
-light glue (position encodings of memories and pointers, pointer tokens, mask upscaling,
-``add_no_memory``) stays on ``runtime.model``, a ``SAM2Model`` on the same device.
+A ``Runtime`` is the whole per-frame computation of one backend: SAM 2's heavy parts, with
+the signatures of the ``SAM2Model`` methods they replace, on torch tensors in and out (on
+``runtime.device``), and the small learned glue (temporal encodings of memories and pointers,
+pointer tokens, mask upscaling, ``add_no_memory``) in ``runtime.glue``, a ``TrackingGlue``
+(engine/model/glue.py) on the same device. A graph runtime keeps its graphs and a copy of the
+glue, never the torch model.
 
 ``GraphRuntime`` implements the interface on top of exported graphs (see ``engine.export``):
 a subclass supplies one runner per part with ``run(feed) -> outputs`` (dicts of tensors by
@@ -14,12 +16,12 @@ from __future__ import annotations
 from typing import Protocol, runtime_checkable
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor
 
+from ..config import ModelConfig
 from ..memory_layout import MemoryCapacity, pad_to_capacity
-from ..model.sam2 import (MASK_AS_OUTPUT_BIAS, MASK_AS_OUTPUT_SCALE, DecoderOutput,
-                          ImageFeatures, SAM2Model)
+from ..model.glue import TrackingGlue
+from ..model.sam2 import DecoderOutput, ImageFeatures
 
 
 @runtime_checkable
@@ -29,7 +31,8 @@ class Runtime(Protocol):
 
     name: str  # "torch" | "onnxruntime" | "tensorrt"
     device: torch.device
-    model: SAM2Model  # config and host-side glue
+    cfg: ModelConfig
+    glue: TrackingGlue  # the small learned glue, on ``device``
 
     def encode_image(self, image: Tensor) -> ImageFeatures:
         """image (1, 3, S, S) float32, normalised -> feat, pos (1,256,h,h), high_res."""
@@ -63,10 +66,10 @@ class GraphRuntime:
 
     name = "graph"
 
-    def __init__(self, model: SAM2Model, parts: dict, capacity: MemoryCapacity,
+    def __init__(self, glue: TrackingGlue, parts: dict, capacity: MemoryCapacity,
                  device: torch.device) -> None:
-        self.model = model
-        self.cfg = model.cfg
+        self.glue = glue
+        self.cfg = glue.cfg
         self.parts = parts
         self.capacity = capacity
         self.device = device
@@ -113,17 +116,7 @@ class GraphRuntime:
     def decode_mask_prompt(self, feat: Tensor, high_res: list[Tensor],
                            mask: Tensor) -> DecoderOutput:
         """As ``SAM2Model.decode_mask_prompt``, with the decoder run by this runtime."""
-        mask = mask.float()
-        high = mask * MASK_AS_OUTPUT_SCALE + MASK_AS_OUTPUT_BIAS
-        s = high.shape[-1] // 4
-        low = F.interpolate(high, size=(s, s), mode="bilinear", align_corners=False,
-                            antialias=True)
-        mask_in = self.model.mask_downsample(mask)  # (B, 1, S, S) -> (B, 1, 4h, 4h)
-        ptr = self.decode(feat, high_res, None, None, mask_in, False).obj_ptr
-        present = (mask.flatten(1) > 0).any(dim=1, keepdim=True).float()  # (B, 1)
-        obj_logits = MASK_AS_OUTPUT_SCALE * present + MASK_AS_OUTPUT_BIAS
-        ptr = self.model._gate_pointer(ptr, present)
-        return DecoderOutput(low, mask.new_ones(mask.shape[0], 1), low, ptr, obj_logits)
+        return self.glue.decode_mask_prompt_with(self.decode, feat, high_res, mask)
 
     def _encode_memory(self, feat: Tensor, mask_logits_high_res: Tensor,
                        object_score_logits: Tensor, binarize: bool) -> tuple[Tensor, Tensor]:

@@ -3,7 +3,8 @@
 Every feed is checked against what the session or engine itself declares: the set of names,
 each tensor's dtype and rank, every static dimension, dynamic dimensions that share a name
 (all ``objects`` axes agree) and, for TensorRT, the optimisation profile's range. Errors name
-the tensor and say what was expected and what was received.
+the tensor and say what was expected and what was received (``InputError``, see
+``engine/errors.py``).
 """
 from __future__ import annotations
 
@@ -11,9 +12,7 @@ from dataclasses import dataclass
 
 import torch
 
-
-class InputError(ValueError):
-    """A feed that does not fit the graph; the message names the tensor."""
+from ..errors import InputError
 
 
 @dataclass(frozen=True)

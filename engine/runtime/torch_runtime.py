@@ -189,6 +189,7 @@ class TorchRuntime:
                 warnings.warn(self.note, RuntimeWarning, stacklevel=2)
                 precision = "fp32"
         self.model = model.to(device).eval()
+        self.glue = self.model  # the model is a TrackingGlue: on this backend, the glue itself
         self.cfg = model.cfg
         self.device = device
         self.precision = precision

@@ -1,4 +1,5 @@
-"""Where exported graphs live and how a cached one is recognised.
+"""Where exported graphs live and how a cached one is recognised (shared by the exporter,
+engine/export/, and the runtimes, engine/runtime/, neither importing the other).
 
 Layout: ``<cache_dir>/<model>-<S>px-<precision>-w<weights digest>/<part>.onnx`` with a JSON
 sidecar ``<part>.json`` next to each graph (the memory attention's name carries its capacity,
@@ -9,17 +10,25 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import torch
 
-from ..model.sam2 import SAM2Model
-from ..memory_layout import MemoryCapacity
+from .memory_layout import MemoryCapacity
+from .model.sam2 import SAM2Model
 
 # Bump when a part's graph computes something different or its inputs/outputs change.
-EXPORT_FORMAT = 2  # 2: memory_encoder inputs reordered; SAM 2.0 without object_score_logits
+# 2: memory_encoder inputs reordered; SAM 2.0 without object_score_logits.
+# 3: LayerNorm2d as one LayerNormalization node (was ReduceMean/Pow/Sqrt).
+EXPORT_FORMAT = 3
 PRECISIONS = ("fp32", "fp16")
+
+
+def default_cache_dir() -> Path:
+    """Where exports and engines are cached: $SAM2_ROS_CACHE or ~/.cache/sam2_ros."""
+    return Path(os.environ.get("SAM2_ROS_CACHE", Path.home() / ".cache" / "sam2_ros"))
 
 
 def weights_digest(model: torch.nn.Module) -> str:
@@ -98,3 +107,14 @@ class ExportedPart:
             return None
         info = {k: v for k, v in meta.items() if k not in ("key", "sha256", "size_bytes")}
         return cls(path, key, meta["sha256"], meta["size_bytes"], info)
+
+
+@dataclass
+class ExportedModel:
+    """The exported parts of one model, by part name, and the memory capacity they serve."""
+
+    parts: dict[str, ExportedPart] = field(default_factory=dict)
+    capacity: MemoryCapacity = field(default_factory=MemoryCapacity)
+
+    def path(self, part: str) -> Path:
+        return self.parts[part].path
