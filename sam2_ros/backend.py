@@ -20,11 +20,11 @@ RANDOM_WEIGHTS_WARNING = ("random weights: masks are not meaningful; pass checkp
 
 
 class BackendError(RuntimeError):
-    """The engine cannot be built from this config; the text says why."""
+    """The tracker cannot be loaded from this config; the text says why."""
 
 
 @dataclass
-class Engine:
+class LoadedTracker:
     tracker: Any  # engine.tracker.StreamingTracker (results: engine.tracker.ObjectResult)
     make_scratch_tracker: Callable[[], Any]  # a fresh tracker on the same model (replays)
     weights: str  # what the weights are, for logs and diagnostics
@@ -33,7 +33,7 @@ class Engine:
     warmup_s: float = 0.0  # seconds the model's first run (``warm_up``) took
 
 
-def build_engine(cfg: NodeConfig) -> Engine:
+def load_tracker(cfg: NodeConfig) -> LoadedTracker:
     """The tracker ``cfg`` asks for. Raises BackendError naming what is wrong."""
     try:
         check_backend(cfg.backend, cfg.precision)
@@ -60,7 +60,7 @@ def build_engine(cfg: NodeConfig) -> Engine:
 
     start = time.monotonic()
     warm_up(make())
-    return Engine(make(), make, weights,
+    return LoadedTracker(make(), make, weights,
                   f"{cfg.backend} {cfg.precision} on {cfg.device}, {threads} CPU thread(s)",
                   cfg.random_weights, time.monotonic() - start)
 

@@ -49,7 +49,7 @@ from sam2_ros_interfaces.srv import AddPrompt, RemoveObject
 from engine.overlay import render_overlay
 from engine.tracker import ObjectResult
 
-from .backend import BackendError, build_engine
+from .backend import BackendError, load_tracker
 from .config import (LIVE_PARAMETERS, PARAMETERS, NodeConfig, check_parameter, coerce, describe,
                      limits)
 from .conversions import (InputError, check_prompt_size, compressed_to_rgb, fill_image,
@@ -207,7 +207,7 @@ class Sam2Node(LifecycleNode):
             cfg = NodeConfig.from_values({n: self.get_parameter(n).value for n in PARAMETERS})
             self.get_logger().info(f"configuring: loading {cfg.model} ({cfg.backend}, "
                                    f"{cfg.device})")
-            engine = build_engine(cfg)
+            engine = load_tracker(cfg)
         except (ValueError, BackendError) as err:
             self.get_logger().error(f"configure failed: {err}")
             self._stats.on_configure_failed(f"configure failed: {err}")

@@ -20,7 +20,7 @@ from engine.prompts import parse_prompt
 from engine.replay import carry_forward
 from engine.tracker import ObjectResult
 
-from .backend import Engine
+from .backend import LoadedTracker
 from .config import NodeConfig
 from .conversions import InputError, prompt_from_request
 from .diagnostics import FrameStats
@@ -117,7 +117,7 @@ class DetectionOutcome:
 class TrackingSession:
     """The tracker, the frames it can be prompted on, and the labels of its objects."""
 
-    def __init__(self, engine: Engine, cfg: NodeConfig, decode: Callable[[Any], np.ndarray],
+    def __init__(self, engine: LoadedTracker, cfg: NodeConfig, decode: Callable[[Any], np.ndarray],
                  publish: Callable[[Frame, list[ObjectResult], dict[int, int]], None],
                  stats: FrameStats, warn: Callable[[str, str], None]) -> None:
         self.engine, self.cfg = engine, cfg

@@ -298,12 +298,12 @@ def test_detector_boxes_add_and_re_prompt_a_lost_object():
     the bundled model: a new object from a box; once lost (presence under the threshold), a box
     where it was re-prompts it; a box on a visible object prompts nothing; a box outside the
     frame is refused by the service's own checks."""
-    from sam2_ros.backend import build_engine
+    from sam2_ros.backend import load_tracker
     from sam2_ros.diagnostics import FrameStats
     from sam2_ros.session import Frame, TrackingSession
 
     cfg = NodeConfig.from_values({**defaults(), "num_threads": 1})
-    engine = build_engine(cfg)
+    engine = load_tracker(cfg)
     session = TrackingSession(engine, cfg, lambda m: m, lambda *a: None, FrameStats(),
                               lambda *a: None)
     frames = list(Scene(W, H, 1, seed=5, object_size=(30, 40)).frames(4))

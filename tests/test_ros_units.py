@@ -188,16 +188,16 @@ def test_defaults_run_the_bundled_compact_model():
 
 
 def test_torch_bf16_and_refused_precisions():
-    from sam2_ros.backend import BackendError, build_engine
+    from sam2_ros.backend import BackendError, load_tracker
 
-    engine = build_engine(NodeConfig.from_values({**defaults(), "precision": "bf16",
+    engine = load_tracker(NodeConfig.from_values({**defaults(), "precision": "bf16",
                                                   "num_threads": 1}))
     assert engine.backend == "torch bf16 on cpu, 1 CPU thread(s)"
     assert engine.tracker.runtime.precision == "bf16"
     assert engine.tracker.memory_min_iou == 0.5  # memory_admission 'model': the compact's own
     with pytest.raises(BackendError, match="precision 'fp16' is not supported by the torch "
                                            "backend on cpu; use one of fp32, bf16"):
-        build_engine(NodeConfig.from_values({**defaults(), "precision": "fp16"}))
+        load_tracker(NodeConfig.from_values({**defaults(), "precision": "fp16"}))
 
 
 def test_memory_admission_reaches_the_tracker():
@@ -209,9 +209,9 @@ def test_memory_admission_reaches_the_tracker():
         with pytest.raises(ValueError, match=f"memory rule {bad!r} must be 'model'"):
             parse_memory_rule(bad)
     cfg = NodeConfig.from_values({**defaults(), "memory_admission": "all", "num_threads": 1})
-    from sam2_ros.backend import build_engine
+    from sam2_ros.backend import load_tracker
 
-    engine = build_engine(cfg)
+    engine = load_tracker(cfg)
     assert engine.tracker.memory_min_iou is None
     assert engine.make_scratch_tracker().memory_min_iou is None
 
@@ -369,13 +369,13 @@ def test_prompt_on_a_frame_the_tracker_has_not_reached_uses_the_newest_frame():
     """A stamped prompt whose frame has left the window while the tracker was still behind it
     (a slow first frame) goes to the newest received frame, never to the older frame the
     tracker happens to be on, where the object was elsewhere."""
-    from sam2_ros.backend import build_engine
+    from sam2_ros.backend import load_tracker
     from sam2_ros.diagnostics import FrameStats
     from sam2_ros.session import TrackingSession
     from sam2_ros_interfaces.srv import AddPrompt
 
     cfg = NodeConfig.from_values({**defaults(), "num_threads": 1, "prompt_window_s": 0.5})
-    engine = build_engine(cfg)  # warmed up on a tracker of its own: this one starts fresh
+    engine = load_tracker(cfg)  # warmed up on a tracker of its own: this one starts fresh
     assert engine.tracker.frame_index is None and engine.tracker.object_ids == []
     published = []
     session = TrackingSession(engine, cfg, lambda msg: msg,
