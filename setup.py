@@ -16,7 +16,7 @@ setup(
     version="0.1.0",
     packages=find_packages(include=["engine", "engine.*", "sam2_ros", "sam2_ros.*"]),
     # the bundled compact model (engine/weights), loaded from the installed package
-    package_data={"engine": ["weights/*.pt", "weights/*.md", "weights/*.log"]},
+    package_data={"engine": ["weights/*.pt", "weights/*.md"]},  # weights, not training logs
     data_files=[
         ("share/ament_index/resource_index/packages", [f"resource/{PACKAGE}"]),
         (f"share/{PACKAGE}", ["package.xml"]),

@@ -55,7 +55,8 @@ def read_state_dict(path: str | Path, expected: str = "a SAM 2 model") -> dict[s
             f"could not read checkpoint {path} ({size} bytes): the file is truncated, corrupt or "
             f"not a torch checkpoint; expected {expected} ({_first_line(err)})") from err
     if not isinstance(payload, dict) or not isinstance(payload.get("model"), dict):
-        found = sorted(payload)[:_SHOW_KEYS] if isinstance(payload, dict) else type(payload).__name__
+        found = (sorted(payload)[:_SHOW_KEYS] if isinstance(payload, dict)
+                 else type(payload).__name__)
         raise CheckpointError(
             f"{path} is not in the official SAM 2 format: expected a dict "
             f"{{'model': state_dict}}, found {found}")

@@ -151,7 +151,8 @@ def _build_table() -> dict[str, ModelConfig]:
 MODELS: dict[str, ModelConfig] = _build_table()
 
 # The project's own compact model (SAM 2.1 architecture, reduced widths and depths), trained on
-# the synthetic world of ``engine.tools.synthetic`` by ``engine.tools.train``; weights in engine/weights/.
+# the synthetic world of ``engine.tools.synthetic`` by ``engine.tools.train``; weights in
+# engine/weights/.
 # Not one of Meta's models, so it has no reference config and is kept out of ``MODELS``.
 # 3.08 M parameters (12.3 MB in fp32); a small Hiera (5 blocks, widths 32..256), d_model 128,
 # 2 memory-attention layers, narrower feed-forwards; image_size 192 as trained. The stage-3/4

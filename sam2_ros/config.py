@@ -111,7 +111,8 @@ class NodeConfig:
     num_threads: int = _param(0, "CPU threads for inference (0: all usable CPUs but one)",
                               _int_in(0, 256))
     # Tracking.
-    max_objects: int = _param(MAX_OBJECTS, "most objects tracked at once (>255 makes ~/masks mono16)",
+    max_objects: int = _param(MAX_OBJECTS,
+                              "most objects tracked at once (>255 makes ~/masks mono16)",
                               _int_in(1, MAX_LABEL))
     # Memory bank: spatial memories (7) and object pointers (16) per object are fixed by the
     # model's weights; how many prompted frames an object keeps is a choice.

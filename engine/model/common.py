@@ -1,6 +1,7 @@
 """Small building blocks shared by several components: MLP, 2D LayerNorm, multi-head attention.
 
-Parameter names match Meta's checkpoints (``layers.N``, ``q_proj``/``k_proj``/``v_proj``/``out_proj``).
+Parameter names match Meta's checkpoints (``layers.N``, ``q_proj``/``k_proj``/``v_proj``/
+``out_proj``).
 """
 from __future__ import annotations
 
@@ -61,7 +62,8 @@ class Attention(nn.Module):
         self.internal_dim = embedding_dim // downsample_rate
         self.num_heads = num_heads
         if self.internal_dim % num_heads != 0:
-            raise ValueError(f"num_heads={num_heads} must divide internal width {self.internal_dim}")
+            raise ValueError(f"num_heads={num_heads} must divide internal width "
+                             f"{self.internal_dim}")
         self.q_proj = nn.Linear(embedding_dim, self.internal_dim)
         self.k_proj = nn.Linear(self.kv_in_dim, self.internal_dim)
         self.v_proj = nn.Linear(self.kv_in_dim, self.internal_dim)
