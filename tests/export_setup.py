@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
 import torch
 
 from engine.checkpoint import load_model
@@ -45,3 +46,23 @@ def cache_root(tmp_path_factory) -> Path:
 
 def tiny_export(model, tmp_path_factory):
     return export_model(model, cache_root(tmp_path_factory) / "onnx", log=print)
+
+
+def tiny_fixtures():
+    """Fixtures of a test module over the tiny model: ``_one_thread`` (autouse, one torch
+    thread for the module), ``model`` and ``exported`` (its ONNX export, cached across modules).
+    Use as ``_one_thread, model, exported = tiny_fixtures()``."""
+
+    @pytest.fixture(scope="module", autouse=True)
+    def _one_thread():
+        yield from single_thread()
+
+    @pytest.fixture(scope="module")
+    def model(tmp_path_factory):
+        return tiny_model(tmp_path_factory)
+
+    @pytest.fixture(scope="module")
+    def exported(model, tmp_path_factory):
+        return tiny_export(model, tmp_path_factory)
+
+    return _one_thread, model, exported

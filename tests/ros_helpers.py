@@ -19,6 +19,7 @@ import sys
 import tempfile
 import time
 import uuid
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Callable
 
@@ -73,6 +74,41 @@ def node_process_fixtures(params: dict[str, Any]):
         assert node.alive(), "sam2_node died:\n" + node.log()[-3000:]
 
     return node, _node_alive
+
+
+@contextmanager
+def in_process_node(**params: Any):
+    """A ``Sam2Node`` in this process (so a test can look inside it), not yet configured, with a
+    ``probe`` node beside it on one executor, on a DDS domain of its own; yields
+    ``(node, probe, executor)``. Parameters as keyword arguments."""
+    import rclpy
+    from rclpy.executors import SingleThreadedExecutor
+    from rclpy.parameter import Parameter
+
+    from sam2_ros.node import Sam2Node
+
+    domain = unique_domain_id()
+    saved = dict(os.environ)
+    os.environ.update({k: v for k, v in ros_env(domain).items() if k.startswith(("ROS_", "FAST"))})
+    ctx = rclpy.Context()
+    rclpy.init(context=ctx, domain_id=domain)
+    namespace = f"/t{uuid.uuid4().hex[:10]}"
+    node = Sam2Node(context=ctx, namespace=namespace, parameter_overrides=[
+        Parameter(k, value=v) for k, v in params.items()])
+    probe = rclpy.create_node("probe", namespace=namespace, context=ctx)
+    executor = SingleThreadedExecutor(context=ctx)
+    executor.add_node(node)
+    executor.add_node(probe)
+    try:
+        yield node, probe, executor
+    finally:
+        node.close()
+        executor.shutdown()
+        probe.destroy_node()
+        node.destroy_node()
+        rclpy.try_shutdown(context=ctx)
+        os.environ.clear()
+        os.environ.update(saved)
 
 
 class NodeProcess:

@@ -21,26 +21,13 @@ from engine.export.parts import build_part, part_specs
 from engine.graph_cache import ExportedPart
 from engine.config import get_config
 from engine.export.steps import check_signature, check_with_onnxruntime, dedupe_initializers
-from export_setup import (FEAT, HW, MODEL, SIZE, cache_root, single_thread, tiny_export,
-                          tiny_model)
+from export_setup import FEAT, HW, MODEL, SIZE, cache_root, tiny_fixtures
 from oracle import ATOL, build_oracle, max_abs_diff
 
 C, MEM_DIM, PTR_TOKENS = 256, 64, 4  # each 256-d pointer is 4 memory tokens
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread():
-    yield from single_thread()
-
-
-@pytest.fixture(scope="module")
-def model(tmp_path_factory):
-    return tiny_model(tmp_path_factory)
-
-
-@pytest.fixture(scope="module")
-def exported(model, tmp_path_factory):
-    return tiny_export(model, tmp_path_factory)
+_one_thread, model, exported = tiny_fixtures()
 
 
 @pytest.fixture(scope="module")

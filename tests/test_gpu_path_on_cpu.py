@@ -32,24 +32,12 @@ from engine.runtime.tensorrt_build import (BuildOptions, engine_key, engine_mism
                                            engine_path, fp32_layers, onnx_layers,
                                            save_engine)
 from engine.runtime_factory import make_runtime
-from export_setup import SIZE, cache_root, single_thread, tiny_export, tiny_model
+from export_setup import SIZE, cache_root, tiny_fixtures, tiny_model
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread():
-    yield from single_thread()
-
-
-@pytest.fixture(scope="module")
-def model(tmp_path_factory):
-    return tiny_model(tmp_path_factory)
-
-
-@pytest.fixture(scope="module")
-def exported(model, tmp_path_factory):
-    return tiny_export(model, tmp_path_factory)
+_one_thread, model, exported = tiny_fixtures()
 
 
 def _onnx(model, tmp_path_factory, **opts):

@@ -5,9 +5,7 @@ process (to count what it holds), its client is a real rclpy node over loopback 
 Also the pure ``Deadlines`` schedule the node uses for those waits."""
 from __future__ import annotations
 
-import os
 import time
-import uuid
 
 import numpy as np
 import pytest
@@ -48,60 +46,39 @@ def test_a_deadline_added_while_running_due_ones_waits_for_the_next_run():
 
 @pytest.fixture
 def node_in_process():
-    import rclpy
-    from rclpy.executors import SingleThreadedExecutor
+    """The node active in this process with one frame received; yields (node, call) where
+    ``call(request)`` sends an AddPrompt from a real client and returns the answer."""
     from rclpy.lifecycle import TransitionCallbackReturn
-    from rclpy.parameter import Parameter
     from rclpy.qos import qos_profile_sensor_data
 
-    from ros_helpers import ros_env, unique_domain_id
-    from sam2_ros.node import Sam2Node
+    from ros_helpers import in_process_node
 
-    domain = unique_domain_id()
-    saved = dict(os.environ)
-    os.environ.update({k: v for k, v in ros_env(domain).items() if k.startswith(("ROS_", "FAST"))})
-    ctx = rclpy.Context()
-    rclpy.init(context=ctx, domain_id=domain)
-    namespace = f"/t{uuid.uuid4().hex[:10]}"
-    node = Sam2Node(context=ctx, namespace=namespace, parameter_overrides=[
-        Parameter("model", value="sam2.1_hiera_tiny"), Parameter("image_size", value=128),
-        Parameter("num_threads", value=1), Parameter("prompt_wait_s", value=0.1)])
-    probe = rclpy.create_node("probe", namespace=namespace, context=ctx)
-    executor = SingleThreadedExecutor(context=ctx)
-    executor.add_node(node)
-    executor.add_node(probe)
-    pub = probe.create_publisher(Image, f"{namespace}/image", qos_profile_sensor_data)
-    client = probe.create_client(AddPrompt, f"{node.get_fully_qualified_name()}/add_prompt")
-    ok = TransitionCallbackReturn.SUCCESS
-    assert node.trigger_configure() == ok and node.trigger_activate() == ok
+    with in_process_node(model="sam2.1_hiera_tiny", image_size=128, num_threads=1,
+                         prompt_wait_s=0.1) as (node, probe, executor):
+        pub = probe.create_publisher(Image, f"{node.get_namespace()}/image",
+                                     qos_profile_sensor_data)
+        client = probe.create_client(AddPrompt, f"{node.get_fully_qualified_name()}/add_prompt")
+        ok = TransitionCallbackReturn.SUCCESS
+        assert node.trigger_configure() == ok and node.trigger_activate() == ok
 
-    def spin_until(pred, timeout=30.0) -> bool:
-        end = time.monotonic() + timeout
-        while time.monotonic() < end:
-            executor.spin_once(timeout_sec=0.02)
-            if pred():
-                return True
-        return False
+        def spin_until(pred, timeout=30.0) -> bool:
+            end = time.monotonic() + timeout
+            while time.monotonic() < end:
+                executor.spin_once(timeout_sec=0.02)
+                if pred():
+                    return True
+            return False
 
-    def call(request):
-        future = client.call_async(request)
-        assert spin_until(future.done), "add_prompt did not answer"
-        return future.result()
-    try:
+        def call(request):
+            future = client.call_async(request)
+            assert spin_until(future.done), "add_prompt did not answer"
+            return future.result()
         assert spin_until(client.service_is_ready)
         msg = fill_image(Image(), np.full((H, W, 3), 90, np.uint8), "rgb8")
         msg.header.stamp.sec = 1
         assert spin_until(lambda: (pub.publish(msg), node._session is not None and
                                    node._session.window.find(10**9) is not None)[1])
         yield node, call
-    finally:
-        node.close()
-        executor.shutdown()
-        probe.destroy_node()
-        node.destroy_node()
-        rclpy.try_shutdown(context=ctx)
-        os.environ.clear()
-        os.environ.update(saved)
 
 
 def test_answered_requests_leave_nothing_behind(node_in_process):

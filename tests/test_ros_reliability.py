@@ -394,36 +394,19 @@ def test_frames_failing_inside_the_tracker_make_diagnostics_error():
     """A model that raises on every frame: /diagnostics turns ERROR with the error and counts
     the failures; once frames succeed again it is no longer ERROR. (The node in this process,
     its tracker made to fail; a real rclpy subscriber reads /diagnostics.)"""
-    import os
-    import uuid
-
-    import rclpy
     from diagnostic_msgs.msg import DiagnosticArray
-    from rclpy.executors import SingleThreadedExecutor
     from rclpy.lifecycle import TransitionCallbackReturn
-    from rclpy.parameter import Parameter
     from rclpy.qos import qos_profile_sensor_data
 
-    from ros_helpers import ros_env, unique_domain_id
-    from sam2_ros.node import Sam2Node
+    from ros_helpers import in_process_node
 
-    domain = unique_domain_id()
-    os.environ.update({k: v for k, v in ros_env(domain).items() if k.startswith(("ROS_", "FAST"))})
-    ctx = rclpy.Context()
-    rclpy.init(context=ctx, domain_id=domain)
-    namespace = f"/t{uuid.uuid4().hex[:10]}"
-    node = Sam2Node(context=ctx, namespace=namespace, parameter_overrides=[
-        Parameter("model", value="sam2.1_hiera_tiny"), Parameter("image_size", value=128),
-        Parameter("num_threads", value=1), Parameter("diagnostics_period_s", value=0.2)])
-    probe = rclpy.create_node("probe", namespace=namespace, context=ctx)
-    executor = SingleThreadedExecutor(context=ctx)
-    executor.add_node(node)
-    executor.add_node(probe)
-    statuses: list = []
-    sub = probe.create_subscription(DiagnosticArray, "/diagnostics", lambda m: statuses.extend(
-        s for s in m.status if s.hardware_id == node.get_fully_qualified_name()), 10)
-    pub = probe.create_publisher(Image, f"{namespace}/image", qos_profile_sensor_data)
-    try:
+    with in_process_node(model="sam2.1_hiera_tiny", image_size=128, num_threads=1,
+                         diagnostics_period_s=0.2) as (node, probe, executor):
+        statuses: list = []
+        probe.create_subscription(DiagnosticArray, "/diagnostics", lambda m: statuses.extend(
+            s for s in m.status if s.hardware_id == node.get_fully_qualified_name()), 10)
+        pub = probe.create_publisher(Image, f"{node.get_namespace()}/image",
+                                     qos_profile_sensor_data)
         ok = TransitionCallbackReturn.SUCCESS
         assert node.trigger_configure() == ok and node.trigger_activate() == ok
         tracker = node._session.engine.tracker
@@ -458,11 +441,3 @@ def test_frames_failing_inside_the_tracker_make_diagnostics_error():
         assert spin_until(lambda: latest() is not None and
                           latest().level != DiagnosticStatus.ERROR and
                           int(values(latest())["frames_processed"]) > 0)
-    finally:
-        probe.destroy_subscription(sub)
-        probe.destroy_publisher(pub)
-        node.close()
-        executor.shutdown()
-        probe.destroy_node()
-        node.destroy_node()
-        rclpy.try_shutdown(context=ctx)

@@ -17,7 +17,7 @@ from engine.runtime import BACKENDS, InputError, Runtime, TorchRuntime
 from engine.runtime_factory import make_runtime
 from engine.runtime.tensorrt_build import (BuildOptions, EngineKey, TensorRTUnavailable,
                                            engine_mismatch, profile_shapes)
-from export_setup import FEAT, HW, SIZE, cache_root, single_thread, tiny_export, tiny_model
+from export_setup import FEAT, HW, SIZE, cache_root, tiny_export, tiny_fixtures
 from oracle import ATOL, max_abs_diff
 
 PTR_TOKENS = 4
@@ -32,14 +32,7 @@ HAS_CUDA = torch.cuda.is_available()
 BF16_MEAN_IOU, BF16_MAX_PIXELS = 0.85, 0.02
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread():
-    yield from single_thread()
-
-
-@pytest.fixture(scope="module")
-def model(tmp_path_factory):
-    return tiny_model(tmp_path_factory)
+_one_thread, model, exported = tiny_fixtures()
 
 
 @pytest.fixture(scope="module")
