@@ -186,6 +186,7 @@ class RosHarness:
                                                          "diagnostics")}
         self._subs: list = []
         self._clients: dict[str, Any] = {}
+        self._settled: set[int] = set()  # clients whose first call waited for discovery
         self.stamp = unique_stamp_base()
 
     # ---------------------------------------------------------------- topics
@@ -291,6 +292,13 @@ class RosHarness:
     def call(self, srv_type, name: str, request, timeout: float = 30.0):
         """Call a service of the node; the response, or AssertionError on timeout."""
         cli = self.client(srv_type, name)
+        if id(cli) not in self._settled:
+            assert self.wait_for(cli.service_is_ready, min(timeout, 20.0)), f"{name} not available"
+            # The client sees the service's request reader before the service has matched the
+            # client's response reader; a request sent in between can have its answer dropped
+            # (seen once under load). Give discovery a moment on a client's first call.
+            self.spin_for(0.5)
+            self._settled.add(id(cli))
         assert self.wait_for(cli.service_is_ready, min(timeout, 20.0)), f"{name} not available"
         future = cli.call_async(request)
         assert self.wait_for(future.done, timeout), f"{name} did not answer in {timeout} s"
