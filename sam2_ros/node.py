@@ -242,7 +242,7 @@ class Sam2Node(LifecycleNode):
             return raw(msg, cfg.max_image_side)
         self._stats, self._seq = FrameStats(), 0  # a new session counts from its first frame
         self._largest_frame = 0
-        self._session = TrackingSession(engine, cfg, decode, self._publish, self._stats,
+        self._session = TrackingSession(engine, lambda: self.cfg, decode, self._publish, self._stats,
                                         self._warn_input)
         self._worker = LatestFrameWorker(self._session.process, self._on_worker_error,
                                          max_jobs=cfg.max_pending_requests).start()
@@ -409,7 +409,6 @@ class Sam2Node(LifecycleNode):
                          labels: dict[int, int]) -> None:
         cfg, header = self.cfg, frame.msg.header
         h, w = frame.rgb.shape[:2]
-        results = [r for r in results if r.obj_id in labels]
         masks = {r.obj_id: r.mask for r in results}
         dtype = "uint8" if cfg.label_encoding == "mono8" else "uint16"
         self._pubs["masks"].publish(fill_image(
@@ -815,9 +814,7 @@ class Sam2Node(LifecycleNode):
                 "deactivate and clean it up, set them, configure again"))
         if self.cfg is not None:
             live = {p.name: coerce(p.name, p.value) for p in params if p.name in LIVE_PARAMETERS}
-            self.cfg = replace(self.cfg, **live)
-            if self._session is not None:
-                self._session.cfg = self.cfg
+            self.cfg = replace(self.cfg, **live)  # the session reads it from here
         for p in params:  # a valid value replaces a refused start-up value
             self._refused_overrides.pop(p.name, None)
         return SetParametersResult(successful=True)

@@ -115,21 +115,48 @@ class DetectionOutcome:
 
 
 class TrackingSession:
-    """The tracker, the frames it can be prompted on, and the labels of its objects."""
+    """The tracker, the frames it can be prompted on, and the labels of its objects.
 
-    def __init__(self, engine: LoadedTracker, cfg: NodeConfig, decode: Callable[[Any], np.ndarray],
+    One owner per piece of state: the tracker owns the objects (which exist) and the frame it is
+    on; this session keeps only what the tracker does not know: each object's label in the
+    ~/masks image, the received messages of the prompt window (``current`` is the message of
+    the tracker's frame) and the boxes that match detections. The configuration is read from
+    its one holder through ``config`` (the node's, changed there by live parameters)."""
+
+    def __init__(self, engine: LoadedTracker, config: Callable[[], NodeConfig],
+                 decode: Callable[[Any], np.ndarray],
                  publish: Callable[[Frame, list[ObjectResult], dict[int, int]], None],
                  stats: FrameStats, warn: Callable[[str, str], None]) -> None:
-        self.engine, self.cfg = engine, cfg
+        self.engine, self._config = engine, config
         self._decode, self._publish, self._warn = decode, publish, warn
         self.stats = stats
+        cfg = config()  # window size and length apply at configure
         self.window = FrameWindow(cfg.prompt_window_s, cfg.max_window_frames)
-        self.labels: dict[int, int] = {}  # object id -> value in the ~/masks image
+        self._labels: dict[int, int] = {}  # object id -> value in the ~/masks image
         self.current: Frame | None = None  # the frame the tracker last tracked
         self._last_seq = 0
         # For detections: each object's box while visible (pixel edges) and who is visible now
         self._last_box: dict[int, tuple[float, float, float, float]] = {}
         self._visible: set[int] = set()
+
+    @property
+    def cfg(self) -> NodeConfig:
+        """The configuration in effect now (live parameters included)."""
+        return self._config()
+
+    @property
+    def labels(self) -> dict[int, int]:
+        """Object id -> label of every object the tracker has (a copy), in the tracker's
+        order. Labels are the smallest values free when an object first appears, kept
+        while it exists."""
+        ids = self.engine.tracker.object_ids
+        for gone in set(self._labels) - set(ids):
+            del self._labels[gone]
+        for obj_id in ids:
+            if obj_id not in self._labels:
+                used = set(self._labels.values())
+                self._labels[obj_id] = next(v for v in range(1, len(used) + 2) if v not in used)
+        return {i: self._labels[i] for i in ids}
 
     # ----------------------------------------------------------------- frames
     def process(self, frame: Frame) -> None:
@@ -152,7 +179,7 @@ class TrackingSession:
         self._visible = set()
         for r in results:
             self._note(r)
-        self._publish(frame, results, dict(self.labels))
+        self._publish(frame, results, self.labels)
         self.stats.on_processed(time.monotonic() - frame.received, skipped)
 
     def _ensure_tracked(self, frame: Frame) -> Frame:
@@ -189,13 +216,14 @@ class TrackingSession:
         object under it (sam2_ros/topic_prompts.py). Raises like ``prompt``."""
         request = click_prompt(x, y, positive)
         target, note = self._target_frame(stamp_ns, asked_at)
-        masks = {i: m for i, m in (target.masks or {}).items() if i in self.labels}
+        labels = self.labels
+        masks = {i: m for i, m in (target.masks or {}).items() if i in labels}
         under = object_under(masks, x, y)
         if under is None and not positive:
             raise InputError(f"negative click at ({x:.1f}, {y:.1f}) is on no object (tracked: "
-                             f"{sorted(self.labels)}); a negative click removes a part of the "
+                             f"{sorted(labels)}); a negative click removes a part of the "
                              "object it lands on", "negative_click_on_nothing")
-        obj_id = under if under is not None else next_object_id(self.labels)
+        obj_id = under if under is not None else next_object_id(labels)
         return self._apply(obj_id, request, target, note)
 
     def detections(self, detections: list[Detection], stamp_ns: int, match_iou: float,
@@ -204,9 +232,10 @@ class TrackingSession:
         of lost objects whose last box they match (topic_prompts.match_detections). Each box
         is applied or refused on its own; raises (nothing applied) when the frame is refused."""
         target, note = self._target_frame(stamp_ns, asked_at)
-        known = [KnownObject(i, self._last_box.get(i), i in self._visible) for i in self.labels]
+        ids = self.engine.tracker.object_ids
+        known = [KnownObject(i, self._last_box.get(i), i in self._visible) for i in ids]
         prompts, skipped = match_detections(detections, known, match_iou, min_score,
-                                            self.cfg.max_objects - len(self.labels))
+                                            self.cfg.max_objects - len(ids))
         out = [DetectionOutcome(d, None, None, why) for d, why in skipped]
         for p in prompts:
             try:
@@ -225,11 +254,12 @@ class TrackingSession:
         # The engine's own checks (inside the frame, finite, ...) before any replay work.
         parse_prompt(**prompt.kwargs(), frame_hw=target.rgb.shape[:2],
                      image_size=self.engine.tracker.cfg.image_size)
-        is_new = obj_id not in self.labels
-        if is_new and len(self.labels) >= self.cfg.max_objects:
-            raise InputError(f"too many objects: {len(self.labels)} tracked, max_objects is "
+        ids = self.engine.tracker.object_ids
+        is_new = obj_id not in ids
+        if is_new and len(ids) >= self.cfg.max_objects:
+            raise InputError(f"too many objects: {len(ids)} tracked, max_objects is "
                              f"{self.cfg.max_objects}; remove one first (tracked ids: "
-                             f"{sorted(self.labels)})")
+                             f"{sorted(ids)})")
         if target is self.current:
             result = self.engine.tracker.add_prompt(obj_id, **prompt.kwargs())
             how = f"applied to frame {stamp_text(target.stamp_ns)}"
@@ -237,17 +267,14 @@ class TrackingSession:
             result = self._carry_forward(obj_id, target, prompt)
             how = (f"applied to frame {stamp_text(target.stamp_ns)} and carried forward to "
                    f"frame {stamp_text(self.current.stamp_ns)}")
-        if is_new:
-            used = set(self.labels.values())
-            self.labels[obj_id] = next(v for v in range(1, len(used) + 2) if v not in used)
+        label = self.labels[obj_id]
         if self.current.masks is not None:  # the object as it is now on the current frame
             self.current.masks[obj_id] = result.mask
         self._note(result)
         verb = "added" if is_new else "refined"
         msg = (f"object {obj_id} {verb} with {prompt.describe()}, {how}{note}; label "
-               f"{self.labels[obj_id]}, presence {result.presence:.2f}, predicted IoU "
-               f"{result.iou:.2f}")
-        return PromptOutcome(obj_id, self.labels[obj_id], target.stamp_ns, result, msg, verb)
+               f"{label}, presence {result.presence:.2f}, predicted IoU {result.iou:.2f}")
+        return PromptOutcome(obj_id, label, target.stamp_ns, result, msg, verb)
 
     def _target_frame(self, stamp_ns: int, asked_at: float | None) -> tuple[Frame, str]:
         """The frame a prompt stamped ``stamp_ns`` (0: the newest) applies to, and a note.
@@ -292,7 +319,7 @@ class TrackingSession:
         # A refined object starts from its mask on that frame (or, if the node skipped that
         # frame, on the next tracked one).
         seed = (frame.masks or {}).get(obj_id)
-        if seed is None and obj_id in self.labels:
+        if seed is None and obj_id in self.engine.tracker.object_ids:
             seed = (later[0].masks or {}).get(obj_id)
         final = carry_forward(self.engine.make_scratch_tracker, frames, obj_id, prompt.kwargs(),
                               seed)
@@ -304,18 +331,19 @@ class TrackingSession:
 
     # ------------------------------------------------------------ other requests
     def remove(self, obj_id: int) -> str:
-        if obj_id not in self.labels:
-            raise KeyError(f"unknown object id {obj_id}; tracked ids: {sorted(self.labels)}")
+        labels = self.labels
+        if obj_id not in labels:
+            raise KeyError(f"unknown object id {obj_id}; tracked ids: {sorted(labels)}")
         self.engine.tracker.remove_object(obj_id)
-        label = self.labels.pop(obj_id)
+        self._labels.pop(obj_id)
         self._last_box.pop(obj_id, None)
         self._visible.discard(obj_id)
-        return f"object {obj_id} (label {label}) removed; {len(self.labels)} left"
+        return f"object {obj_id} (label {labels[obj_id]}) removed; {len(labels) - 1} left"
 
     def reset(self) -> str:
-        n = len(self.labels)
+        n = len(self.engine.tracker.object_ids)
         self.engine.tracker.reset()  # the current frame stays promptable
-        self.labels.clear()
+        self._labels.clear()
         self._last_box.clear()
         self._visible.clear()
         return f"reset: {n} object(s) and all memory dropped"

@@ -304,8 +304,9 @@ def test_detector_boxes_add_and_re_prompt_a_lost_object():
 
     cfg = NodeConfig.from_values({**defaults(), "num_threads": 1})
     engine = load_tracker(cfg)
-    session = TrackingSession(engine, cfg, lambda m: m, lambda *a: None, FrameStats(),
-                              lambda *a: None)
+    holder = {"cfg": cfg}  # the node's live configuration
+    session = TrackingSession(engine, lambda: holder["cfg"], lambda m: m, lambda *a: None,
+                              FrameStats(), lambda *a: None)
     frames = list(Scene(W, H, 1, seed=5, object_size=(30, 40)).frames(4))
 
     def track(i: int) -> int:
@@ -334,7 +335,7 @@ def test_detector_boxes_add_and_re_prompt_a_lost_object():
     out = session.detections(detections_from_msg(array(box)), stamp, 0.5, 0.5)
     assert out[0].prompt is None and "tracked there" in out[0].error
     # lost: nothing counts as visible above a presence threshold of 1
-    session.cfg = replace(cfg, presence_threshold=1.0)
+    holder["cfg"] = replace(cfg, presence_threshold=1.0)
     stamp = track(2)
     last = session._last_box[1]
     out = session.detections(detections_from_msg(array(last, (W + 5, 0, W + 30, 20))), stamp,

@@ -378,7 +378,7 @@ def test_prompt_on_a_frame_the_tracker_has_not_reached_uses_the_newest_frame():
     engine = load_tracker(cfg)  # warmed up on a tracker of its own: this one starts fresh
     assert engine.tracker.frame_index is None and engine.tracker.object_ids == []
     published = []
-    session = TrackingSession(engine, cfg, lambda msg: msg,
+    session = TrackingSession(engine, lambda: cfg, lambda msg: msg,
                               lambda frame, results, labels: published.append(frame.seq),
                               FrameStats(), lambda text: None)
     old = time.monotonic() - 5.0
