@@ -55,7 +55,6 @@ from .config import (LIVE_PARAMETERS, PARAMETERS, NodeConfig, check_parameter, c
 from .conversions import (InputError, check_prompt_size, compressed_to_rgb, fill_image,
                           fill_track_mask, image_to_rgb, label_image)
 from .deadlines import TICK_S as DEADLINE_TICK_S, Deadlines
-from .malloc_arenas import limit_malloc_arenas
 from .depth_input import DepthInput
 from .depth_output import depth_status, locate_tracks, markers, point_cloud, set_unknown
 from .diagnostics import FrameStats, LogThrottle, diagnostic_array
@@ -846,7 +845,6 @@ def main(args: list[str] | None = None) -> None:
     rclpy's own signal handlers would shut the context down first, under a worker thread that
     may be publishing; here a signal only asks the executor loop to end, the worker is stopped
     (SHUTDOWN_BUDGET_S at most: an inference cannot be interrupted), then the context goes."""
-    arenas = limit_malloc_arenas()  # before rclpy and the middleware start their threads
     rclpy.init(args=args, signal_handler_options=SignalHandlerOptions.NO)
     stop = threading.Event()
     running: list[Sam2Node] = []
@@ -866,7 +864,6 @@ def main(args: list[str] | None = None) -> None:
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, on_signal)
     node = Sam2Node()
-    node.get_logger().info(arenas)
     running.append(node)
     executor = SingleThreadedExecutor()
     executor.add_node(node)
