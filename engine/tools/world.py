@@ -49,9 +49,10 @@ It draws training families only (backgrounds and clutter too), random phenomena,
 from the training range (``TRAIN_SEED_BASE`` and up). In a scene without ``event_every`` each
 scripted event it has happens once, around frames num_frames/5 .. 3*num_frames/5; an exit needs
 about 20+ frames to fit (it is left out when it does not), crossings fit in 8. For long streams
-pass ``event_every`` (one event every that many frames, about). ``held_out_set`` and ``long_streams``
-(the generalisation benchmark, ``engine.benchmarks.quality``) draw held-out families only,
-from seeds far below it; ``check_held_out`` raises if a scene uses a held-out family where it
+pass ``event_every`` (one event every that many frames, about).
+
+``held_out_set`` and ``long_streams`` (the generalisation benchmark,
+``engine.benchmarks.quality``) draw held-out families only, from seeds far below it; ``check_held_out`` raises if a scene uses a held-out family where it
 should not.
 
 Cost: rendering a 320x240 frame takes about 1-3 ms with every phenomenon on (measured by
