@@ -52,12 +52,12 @@ about 20+ frames to fit (it is left out when it does not), crossings fit in 8. F
 pass ``event_every`` (one event every that many frames, about).
 
 ``held_out_set`` and ``long_streams`` (the generalisation benchmark,
-``engine.benchmarks.quality``) draw held-out families only, from seeds far below it; ``check_held_out`` raises if a scene uses a held-out family where it
-should not.
+``engine.benchmarks.quality``) draw held-out families only, from seeds far below it;
+``check_held_out`` raises if a scene uses a held-out family where it should not.
 
-Cost: rendering a 320x240 frame takes about 1-3 ms with every phenomenon on (measured by
-``python -m engine.tools.world --bench``; engine/benchmarks/results/quality.md has the figure);
-building a scene (textures, trajectories) a few ms more.
+Cost: rendering a 320x240 frame takes about 1-3 ms with every phenomenon on, building a scene
+(textures, trajectories) 5-25 ms (``python -m engine.tools.world --bench``;
+engine/benchmarks/results/quality.md has the measured figures).
 """
 from __future__ import annotations
 
