@@ -83,6 +83,17 @@ class Memory:
     num_pointer_tokens: int
 
 
+def _rows(table: torch.Tensor, slots) -> torch.Tensor:
+    """``table[slots]`` from slices of runs of consecutive slots (no index upload to the
+    device, which from host memory can stall the stream): (len(slots), ...)."""
+    runs, start = [], 0
+    for k in range(1, len(slots) + 1):
+        if k == len(slots) or slots[k] != slots[k - 1] + 1:
+            runs.append(table[slots[start]:slots[k - 1] + 1])
+            start = k
+    return runs[0] if len(runs) == 1 else torch.cat(runs)
+
+
 class TrackingStep:
     """The per-frame computation over a ``runtime`` (engine/runtime/base.py's interface) and
     the memory policy (bank capacity, admission rule, stored dtype). Holds no per-object state:
@@ -160,7 +171,7 @@ class TrackingStep:
             if sel.spatial:
                 features, used = zip(*sel.spatial)
                 tokens[i, :len(used) * hw] = torch.cat(features)
-                pos[i, :len(used) * hw] = table[list(used)].flatten(0, 1)
+                pos[i, :len(used) * hw] = _rows(table, used).flatten(0, 1)
             if sel.pointers:
                 pointers, frames_ago = zip(*sel.pointers)
                 ptrs[i, :len(pointers)] = torch.stack(pointers)

@@ -147,24 +147,24 @@ def test_truncated_backpropagation_gives_the_same_loss_and_cuts_the_banks():
 
 
 def test_presence_target_is_absent_when_the_mask_is_on_the_wrong_thing():
-    """--presence-iou: an object in view whose chosen mask misses it is trained towards
-    "absent"; one whose mask covers it towards "present"."""
+    """--presence-on-target: an object in view whose chosen mask lies elsewhere is trained
+    towards "absent"; one whose mask is on it, or whose mask is empty, towards "present"."""
     s = 32
-    gt = torch.zeros(2, 1, s, s)
-    gt[:, :, 4:12, 4:12] = 1  # both objects visible at the top left
-    raw = torch.full((2, 1, s // 4, s // 4), -10.0)
+    gt = torch.zeros(3, 1, s, s)
+    gt[:, :, 4:12, 4:12] = 1  # all three objects visible at the top left
+    raw = torch.full((3, 1, s // 4, s // 4), -10.0)
     raw[0, :, 1:3, 1:3] = 10.0  # object 0's mask on it
-    raw[1, :, 5:7, 5:7] = 10.0  # object 1's mask elsewhere
-    logits = torch.full((2, 1), 5.0, requires_grad=True)  # both called present
-    out = Decoded(raw, torch.ones(2, 1), raw, torch.zeros(2, 8), logits, raw=raw,
-                  best=torch.zeros(2, dtype=torch.long))
+    raw[1, :, 5:7, 5:7] = 10.0  # object 1's mask elsewhere; object 2's mask empty
+    logits = torch.full((3, 1), 5.0, requires_grad=True)  # all called present
+    out = Decoded(raw, torch.ones(3, 1), raw, torch.zeros(3, 8), logits, raw=raw,
+                  best=torch.zeros(3, dtype=torch.long))
     with torch.enable_grad():
-        loss, stats = sam_loss(out, gt, presence_iou=0.5)
+        loss, stats = sam_loss(out, gt, presence_on_target=0.5)
         (grad,) = torch.autograd.grad(loss, logits)
-    assert grad[0, 0] < 0 < grad[1, 0]  # object 0 pushed up, object 1 down
-    assert float(stats["lost_conf"]) == pytest.approx(0.5)  # object 1: lost and confident
+    assert grad[0, 0] < 0 < grad[1, 0] and grad[2, 0] < 0  # 0 and 2 pushed up, 1 down
+    assert float(stats["lost_conf"]) == pytest.approx(1 / 3)  # object 1: lost and confident
     with torch.enable_grad():
-        loss, _ = sam_loss(out, gt)  # visibility only: both pushed up
+        loss, _ = sam_loss(out, gt)  # visibility only: all pushed up
         (grad,) = torch.autograd.grad(loss, logits)
     assert (grad < 0).all()
 

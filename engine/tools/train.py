@@ -18,9 +18,10 @@ from the benchmark's (``engine.tools.synthetic.TRAIN_SEED_BASE``):
    backpropagation through time: every ``--tbptt`` frames the loss so far is backpropagated and
    the banks are cut from the graph (their contents stay), so long streams cost the memory of
    one window. The presence head is trained on visibility and, on tracked frames, on whether
-   the chosen mask is on the object (``--presence-iou``: present only when the mask's IoU with
-   the object reaches it), so a mask that has wandered onto something else is called absent
-   instead of being kept with confidence. Frames just after an object comes back into view
+   the chosen mask is on the object (``--presence-on-target``: "absent" when less than that share
+   of a non-empty mask lies on the object), so a mask that has wandered onto something else is
+   called absent instead of being kept with confidence (an empty or too small mask on the
+   object stays "present": the mask loss corrects it). Frames just after an object comes back into view
    (after an occlusion or an exit) weigh ``1 + --reacquire-weight`` in the loss
    (``--reacquire-frames`` of them). The image encoder stays frozen; the decoder and prompt
    encoder learn at ``--pretrained-lr-scale`` times the rate of the parts that are new in this
@@ -101,13 +102,16 @@ class TrainConfig:
     # memories (prompted frames' and the pointers only): it learns to hold on to the prompt
     tbptt: int = 0  # clip stage: backpropagate every this many frames, cutting the banks'
     # graph there (0: the whole clip at once)
-    presence_iou: float = 0.0  # clip stage: on tracked frames the presence target is "visible
-    # and the chosen mask's IoU with the object >= this" (0: visible)
+    presence_on_target: float = 0.0  # clip stage: on tracked frames the presence target is 0
+    # where the object is visible but less than this share of the chosen mask lies on it (the
+    # mask is on something else); 0: the target is visibility alone
     reacquire_weight: float = 0.0  # clip stage: frames just after an object reappears weigh
     reacquire_frames: int = 8  # 1 + reacquire_weight, for this many frames
     memory_rule: str = "model"  # clip stage: the admission rule trained with ("model", "all"
     # or an IoU threshold), as StreamingTracker's memory_min_iou
     world: str = "classic"  # scenes: "classic" (engine.tools.synthetic) or "broad"
+    # (engine.tools.world, training families only)
+    classic_share: float = 0.0  # world "broad": this share of the clips from "classic"
 
 
 # ---------------------------------------------------------------------------- data
@@ -181,7 +185,7 @@ def clip_frames(rng: np.random.Generator, cfg: TrainConfig, frames: int):
     start = int(rng.integers(0, 10))
     span = stride * (frames - 1)
     wanted = [start + stride * i for i in range(frames)]
-    if cfg.world == "broad":
+    if cfg.world == "broad" and not (cfg.classic_share and rng.random() < cfg.classic_share):
         return _broad_clip(rng, cfg, wanted)
     scene = random_clip_scene(rng, span=span, start=start, event_rate=cfg.event_rate)
     keep = set(wanted)
@@ -442,14 +446,24 @@ def decode(model: SAM2Model, feat, high_res, coords, labels, mask_logits, multim
     return Decoded(*(getattr(out, k) for k in DecoderOutput.__dataclass_fields__), raw, best)
 
 
+def on_target(logits: torch.Tensor, gt: torch.Tensor) -> torch.Tensor:
+    """Share of each mask (logits > 0) that lies on the object (gt >= 0.5): (N, 1, L, L) both
+    -> (N,); an empty mask counts as 1 (it is on nothing else)."""
+    pred = logits.detach() > 0
+    inside = (pred & (gt >= 0.5)).flatten(1).sum(1).float()
+    area = pred.flatten(1).sum(1).float()
+    return torch.where(area > 0, inside / area.clamp_min(1), torch.ones_like(area))
+
+
 def sam_loss(out: Decoded, gt: torch.Tensor, absent_weight: float = 1.0,
              weight: torch.Tensor | None = None,
-             presence_iou: float = 0.0) -> tuple[torch.Tensor, dict]:
+             presence_on_target: float = 0.0) -> tuple[torch.Tensor, dict]:
     """SAM 2's loss for N objects: gt (N, 1, S, S) float; empty gt = object absent.
     Compared at half the input side L = S/2 (twice the decoder's resolution): soft
     (area-averaged) targets, logits upsampled bilinearly. ``weight`` (N,) scales each object's
-    terms; ``presence_iou`` > 0: the presence target is 1 only where the object is visible and
-    the chosen candidate's IoU with it reaches this (a mask on the wrong thing: "absent")."""
+    terms; ``presence_on_target`` > 0: the presence target is 0 also where the object is
+    visible but less than this share of the chosen candidate's mask lies on it (a mask on
+    the wrong thing: "absent")."""
     present = gt.flatten(1).any(1).float()  # (N,)
     gt = F.avg_pool2d(gt, 2)  # (N, 1, L, L) coverage in [0, 1]
     logits = F.interpolate(out.raw.float(), size=gt.shape[-2:], mode="bilinear",
@@ -463,8 +477,10 @@ def sam_loss(out: Decoded, gt: torch.Tensor, absent_weight: float = 1.0,
     denom = present.sum().clamp_min(1)
     loss_mask = (combo[rows, best] * present * w).sum() / denom
     loss_iou = (iou_err * present * w).sum() / denom
-    chosen = actual_iou(logits[rows, out.best].unsqueeze(1), gt)[:, 0]  # no gradient
-    target = present * (chosen >= presence_iou).float() if presence_iou > 0 else present
+    picked = logits[rows, out.best].unsqueeze(1)  # (N, 1, L, L): the tracker's choice
+    chosen = actual_iou(picked, gt)[:, 0]  # no gradient
+    on = on_target(picked, gt)
+    target = present * (on >= presence_on_target).float()
     w_obj = torch.where(present > 0, 1.0, absent_weight) * w
     loss_obj = (F.binary_cross_entropy_with_logits(out.object_score_logits.float()[:, 0],
                                                    target, reduction="none") * w_obj).mean()
@@ -475,7 +491,7 @@ def sam_loss(out: Decoded, gt: torch.Tensor, absent_weight: float = 1.0,
                  "obj": loss_obj.detach(), "J": (chosen * present).sum() / denom,
                  "obj_acc": (said == present).float().mean(),
                  # visible, the mask mostly off it, and called present: "lost and confident"
-                 "lost_conf": (present * (chosen < 0.5).float() * said).sum() / denom}
+                 "lost_conf": (present * (on < 0.5).float() * said).sum() / denom}
     return total, stats
 
 
@@ -714,7 +730,7 @@ def clip_step(rng, model: SAM2Model, batch: ClipBatch, runtime: TrainRuntime,
             out, _ = step.track(ft, banks, t,
                                 (lambda b, i: _drop_recent(b.select(i))) if drop else None)
             losses.append(sam_loss(out, gt, cfg.absent_weight, weights[:, t],
-                                   cfg.presence_iou))
+                                   cfg.presence_on_target))
             if t == correct_at:  # a corrective click makes this a prompted frame
                 coords = ft.feat.new_zeros(n, 0, 2)
                 labels = torch.zeros(n, 0, dtype=torch.int32, device=device)
