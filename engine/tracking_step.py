@@ -127,11 +127,17 @@ class TrackingStep:
     def entry(self, frame_index: int, memory: torch.Tensor, pos: torch.Tensor,
               pointers: torch.Tensor, b: int) -> MemoryEntry:
         """Object ``b``'s bank entry from a batch: memory, pos (B, 64, h, w), pointers (B, 256)."""
+        return self._entries(frame_index, memory, pos, pointers, [b])[0]
+
+    def _entries(self, frame_index: int, memory: torch.Tensor, pos: torch.Tensor,
+                 pointers: torch.Tensor, objects: list[int]) -> list[MemoryEntry]:
+        """Bank entries of ``objects`` of a batch (``entry``), converted as one batch."""
         if self._pos_base is None:  # the same for every frame
             self._pos_base = pos[:1].detach()
-        features = memory[b].flatten(1).transpose(0, 1)  # (64, h, w) -> (h*w, 64)
-        return MemoryEntry(frame_index, features.to(self.memory_dtype).clone(),
-                           pointers[b].clone())
+        # (B, 64, h, w) -> (B, h*w, 64) in the stored dtype; each entry its own copy
+        features = memory.flatten(2).transpose(1, 2).to(self.memory_dtype)
+        return [MemoryEntry(frame_index, features[b].clone(), pointers[b].clone())
+                for b in objects]
 
     def refresh_encodings(self) -> None:
         """Forget the tabulated temporal encodings of spatial memories (training: after the
@@ -210,9 +216,11 @@ class TrackingStep:
         memory, pos = self.runtime.encode_memory(feats.feat, self.glue.upscale_masks(
             out.low_res_masks), out.object_score_logits)
         admitted = self.admitted(out)
-        for b, bank in enumerate(banks):
-            if admitted[b]:
-                bank.add_tracked(self.entry(frame_index, memory, pos, out.obj_ptr, b))
+        stored = [b for b in range(len(banks)) if admitted[b]]
+        if stored:
+            entries = self._entries(frame_index, memory, pos, out.obj_ptr, stored)
+            for b, entry in zip(stored, entries):
+                banks[b].add_tracked(entry)
         return out, admitted
 
     def prompt(self, feats: ImageFeatures, banks: list[MemoryBank], frame_index: int,
@@ -240,6 +248,7 @@ class TrackingStep:
         high_res = self.glue.upscale_masks(out.low_res_masks)
         memory, pos = self.runtime.encode_prompt_memory(feats.feat, high_res,
                                                         out.object_score_logits)
-        for b, bank in enumerate(banks):
-            bank.add_prompted(self.entry(frame_index, memory, pos, out.obj_ptr, b))
+        entries = self._entries(frame_index, memory, pos, out.obj_ptr, list(range(len(banks))))
+        for bank, entry in zip(banks, entries):
+            bank.add_prompted(entry)
         return out
