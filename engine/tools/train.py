@@ -880,8 +880,10 @@ def train(cfg: TrainConfig, model_cfg: ModelConfig, out: Path, work: Path, devic
     """Run both stages (a stage with 0 steps is skipped); ``init``: start from these weights
     (a checkpoint in the official format). ``bf16`` autocast defaults to on for CUDA, off for
     the CPU (where the casts cost more than they save at these sizes). ``workers``: processes
-    drawing the batches ahead (0: drawn here). ``time_limit_s`` > 0: stop before this many
-    seconds from the call, saving the checkpoint and the state ``resume`` continues from."""
+    drawing the batches ahead (0: drawn here; they are spawned, so a script that calls this
+    with workers needs the ``if __name__ == "__main__":`` guard). ``time_limit_s`` > 0: stop
+    before this many seconds from the call, saving the checkpoint and the state ``resume``
+    continues from."""
     t0 = time.time()
     check_config(cfg)
     torch.manual_seed(cfg.seed)
