@@ -758,7 +758,7 @@ class WorldScene:
             c = start + vel * t
             g = g * (1 - depth * np.exp(-0.5 * (((xx - c[0]) / sig[0]) ** 2
                                                + ((yy - c[1]) / sig[1]) ** 2)))
-        small = (g[..., None] * cast[t][None, None, :]).astype(np.float32)
+        small = np.clip(g[..., None] * cast[t][None, None, :], 0.3, 1.6).astype(np.float32)
         return cv2.resize(small, (self.width, self.height), interpolation=cv2.INTER_LINEAR)
 
     def _make_sensor(self, rng, n: int) -> None:
