@@ -365,7 +365,13 @@ TITLE = ["# Tracking quality on held-out synthetic clips", "",
          "Written by `python -m engine.benchmarks.quality` (see its docstring for the "
          "protocol: one click (or a box) on frame 0, DAVIS J and F, presence accuracy, "
          "lost and confident). Each part below names the run that wrote it; a run of some "
-         "parts (`--parts`) replaces those parts and keeps the others.", ""]
+         "parts (`--parts`) replaces those parts and keeps the others.", "",
+         "**Lost and confident**: a frame where the object is in view (at least 20 true "
+         "pixels), the tracker reports it present (presence probability > 0.5, the tracker's "
+         "own threshold) and its mask is non-empty but less than half of the predicted pixels "
+         "lie on the object (|pred & truth| < 0.5 |pred|): the mask sits on something else and "
+         "the tracker does not know it. Shares are over visible-object frames, pooled "
+         "(`engine.tools.metrics.lost_and_confident`).", ""]
 MARK = "<!-- quality part: {} -->"
 SECTIONS = PARTS + ("render",)
 
