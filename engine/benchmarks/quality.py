@@ -314,6 +314,16 @@ def held_out_report(results: list[BackendResult]) -> list[str]:
                   f"{r.frames} frames in {r.seconds:.1f} s of tracking "
                   f"({r.frames / max(r.seconds, 1e-9):.1f} frames/s, 1-3 objects).", ""]
         lines += _table(r, HELD_OUT_PHENOMENA, "tracks")
+    lines += ["", "### The prompt alone: J on frame 0", "",
+              "Mean IoU of the prompted frame's mask, before any tracking: how much of a low "
+              "J&F is the first mask and how much is tracking.", "",
+              "| phenomenon | " + " | ".join(r.backend for r in results) + " |",
+              "|---|" + "---|" * len(results)]
+    for p in list(HELD_OUT_PHENOMENA) + [None]:
+        firsts = [[s.j[0] for s in r.scores if p in (None, s.phenomenon)] for r in results]
+        if firsts[0]:
+            lines.append(f"| {p or '**overall**'} | "
+                         + " | ".join(f"{np.mean(f):.3f}" for f in firsts) + " |")
     lines += ["", "### Held-out per track", "",
               "| track | " + " | ".join(f"{r.backend} J&F / presence / lost" for r in results)
               + " |", "|---|" + "---|" * len(results)]
