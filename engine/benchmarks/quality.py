@@ -314,6 +314,16 @@ def held_out_report(results: list[BackendResult]) -> list[str]:
                   f"{r.frames} frames in {r.seconds:.1f} s of tracking "
                   f"({r.frames / max(r.seconds, 1e-9):.1f} frames/s, 1-3 objects).", ""]
         lines += _table(r, HELD_OUT_PHENOMENA, "tracks")
+    lines += ["", "### The prompt alone: J on frame 0", "",
+              "Mean IoU of the prompted frame's mask, before any tracking: how much of a low "
+              "J&F is the first mask and how much is tracking.", "",
+              "| phenomenon | " + " | ".join(r.backend for r in results) + " |",
+              "|---|" + "---|" * len(results)]
+    for p in list(HELD_OUT_PHENOMENA) + [None]:
+        firsts = [[s.j[0] for s in r.scores if p in (None, s.phenomenon)] for r in results]
+        if firsts[0]:
+            lines.append(f"| {p or '**overall**'} | "
+                         + " | ".join(f"{np.mean(f):.3f}" for f in firsts) + " |")
     lines += ["", "### Held-out per track", "",
               "| track | " + " | ".join(f"{r.backend} J&F / presence / lost" for r in results)
               + " |", "|---|" + "---|" * len(results)]
@@ -365,7 +375,13 @@ TITLE = ["# Tracking quality on held-out synthetic clips", "",
          "Written by `python -m engine.benchmarks.quality` (see its docstring for the "
          "protocol: one click (or a box) on frame 0, DAVIS J and F, presence accuracy, "
          "lost and confident). Each part below names the run that wrote it; a run of some "
-         "parts (`--parts`) replaces those parts and keeps the others.", ""]
+         "parts (`--parts`) replaces those parts and keeps the others.", "",
+         "**Lost and confident**: a frame where the object is in view (at least 20 true "
+         "pixels), the tracker reports it present (presence probability > 0.5, the tracker's "
+         "own threshold) and its mask is non-empty but less than half of the predicted pixels "
+         "lie on the object (|pred & truth| < 0.5 |pred|): the mask sits on something else and "
+         "the tracker does not know it. Shares are over visible-object frames, pooled "
+         "(`engine.tools.metrics.lost_and_confident`).", ""]
 MARK = "<!-- quality part: {} -->"
 SECTIONS = PARTS + ("render",)
 
@@ -453,14 +469,15 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--per-phenomenon", type=int, default=8)
     p.add_argument("--frames", type=int, default=48)
     p.add_argument("--split", type=int, default=0, help="which held-out set (0 = the benchmark)")
-    p.add_argument("--held-out-per-phenomenon", type=int, default=5)
+    p.add_argument("--held-out-per-phenomenon", type=int, default=6)
     p.add_argument("--held-out-frames", type=int, default=64)
     p.add_argument("--prompts", default="click,box", help="held-out part: click and/or box")
     p.add_argument("--streams", type=int, default=4)
     p.add_argument("--stream-frames", type=int, default=600)
     p.add_argument("--event-every", type=int, default=80)
     p.add_argument("--window", type=int, default=100, help="long streams: frames per window")
-    p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--threads", type=int, default=1,
+                   help="torch threads; on a shared, loaded CPU 1 is fastest")
     p.add_argument("--cache-dir", type=Path, default=None, help="ONNX export cache")
     p.add_argument("--corrections", action="store_true",
                    help="also run the first backend with an operator's corrective clicks")

@@ -144,7 +144,7 @@ def shape_silhouette(kind: str, size: int, rng: np.random.Generator) -> np.ndarr
         tri = np.abs(2 * (phase - np.floor(phase)) - 1)  # 1 at a tip, 0 in a notch
         m = rad <= r * (inner + (1 - inner) * tri)
     elif kind == "bar":
-        w = r * rng.uniform(0.08, 0.22)
+        w = max(r * rng.uniform(0.08, 0.22), min(2.5, size / 10))  # at least ~5 px wide
         m = (np.abs(x) <= r * 0.95) & (np.abs(y) <= w)
     elif kind == "crescent":
         off = r * rng.uniform(0.3, 0.6)
@@ -161,7 +161,7 @@ def shape_silhouette(kind: str, size: int, rng: np.random.Generator) -> np.ndarr
         pts = np.stack([xs + (size - 1) / 2, ys + (size - 1) / 2], 1)
         m8 = np.zeros((size, size), np.uint8)
         cv2.polylines(m8, [np.round(pts).astype(np.int32)], False, 1,
-                      thickness=max(2, int(r * rng.uniform(0.15, 0.3))))
+                      thickness=max(int(r * rng.uniform(0.15, 0.3)), min(5, size // 5)))
         return m8
     return m.astype(np.uint8)
 
@@ -417,7 +417,7 @@ class WorldScene:
         rng = np.random.default_rng([seed, 2026])
         unit = min(width, height) / 240
         if object_size is None:
-            object_size = (max(12, int(30 * unit)), max(16, int(96 * unit)))
+            object_size = (max(12, int(36 * unit)), max(16, int(96 * unit)))
         self._object_size = object_size
         self._speed = speed
         n = num_frames
@@ -758,7 +758,7 @@ class WorldScene:
             c = start + vel * t
             g = g * (1 - depth * np.exp(-0.5 * (((xx - c[0]) / sig[0]) ** 2
                                                + ((yy - c[1]) / sig[1]) ** 2)))
-        small = (g[..., None] * cast[t][None, None, :]).astype(np.float32)
+        small = np.clip(g[..., None] * cast[t][None, None, :], 0.3, 1.6).astype(np.float32)
         return cv2.resize(small, (self.width, self.height), interpolation=cv2.INTER_LINEAR)
 
     def _make_sensor(self, rng, n: int) -> None:
