@@ -215,3 +215,15 @@ def test_time_limit_stops_saves_and_resumes(tmp_path):
     text = log.read_text()
     assert f"resumed at stage clip step {stopped}" in text
     assert f"clip {stopped:5d}/1000" in text.split("resumed")[1]
+
+
+def test_broad_world_batches():
+    """--world broad draws clips from engine.tools.world (training families); every prompted
+    object is in view on frame 0; --classic-share mixes in the original world."""
+    for share in (0.0, 0.5):
+        cfg = TrainConfig(world="broad", classic_share=share, clip_batch=2, clip_len=4,
+                          objects_per_clip=2)
+        batch = make_batch("clip", cfg, SMALL.image_size, 1, 7)
+        n, t = batch.frame_of.shape
+        assert t == 4 and batch.images.shape == (2 * 4, 3, 64, 64)
+        assert batch.gt.shape == (n, 4, 64, 64) and batch.gt[:, 0].reshape(n, -1).any(1).all()
