@@ -123,6 +123,17 @@ class MemoryBank:
         self._recent.append(entry)
         self._recent_pointers.append((entry.frame_index, entry.pointer))
 
+    def detach(self) -> None:
+        """Cut every stored tensor from the autograd graph it was made in (training backs
+        through a window of frames at a time; engine/tools/train.py); the contents stay."""
+        self._prompted = [MemoryEntry(e.frame_index, e.features.detach(), e.pointer.detach())
+                          for e in self._prompted]
+        self._recent = deque((MemoryEntry(e.frame_index, e.features.detach(),
+                                          e.pointer.detach()) for e in self._recent),
+                             maxlen=self._recent.maxlen)
+        self._recent_pointers = deque(((i, p.detach()) for i, p in self._recent_pointers),
+                                      maxlen=self._recent_pointers.maxlen)
+
     def clear(self) -> None:
         self._prompted.clear()
         self._recent.clear()

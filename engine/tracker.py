@@ -3,7 +3,9 @@
 Per frame (``track``): the image encoder runs once; then every object, as one batch, attends to
 its own memory bank, goes through the mask decoder and the memory encoder, and its bank takes
 the new memory. Objects whose banks hold different numbers of memories are padded to a common
-length and the padding is masked out of the attention.
+length and the padding is masked out of the attention. That computation is written once, in
+``engine.tracking_step.TrackingStep``, which training (engine/tools/train.py) runs with
+gradients: this class owns the objects, their interaction state and the current frame.
 
 Prompts (``add_prompt``) apply to the most recently tracked frame. A new object id starts a new
 object there (decoded without memory, as SAM 2 does on an initial conditioning frame); more
@@ -39,17 +41,16 @@ import torch.nn.functional as F
 
 from .config import MAX_COND_FRAMES, ModelConfig
 from .memory_layout import MemoryCapacity
-from .memory_bank import MemoryBank, MemoryEntry, MemorySelection
+from .memory_bank import MemoryBank
 from .model.sam2 import DecoderOutput, ImageFeatures, SAM2Model
 from .runtime import Runtime, TorchRuntime
 from .errors import InputError, UnknownName
 from .prompts import Prompt, check_object_id, parse_prompt
+from .tracking_step import (IMAGENET_MEAN, IMAGENET_STD, MEMORY_DTYPE, MEMORY_DTYPES,
+                            PREV_LOGITS_CLAMP, TrackingStep, normalise, resize_frame)
 
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
-PREV_LOGITS_CLAMP = 32.0  # previous mask logits fed back with new clicks are clamped to +-this
-MEMORY_DTYPE = torch.bfloat16  # spatial memories are stored as SAM 2's predictor stores them
-MEMORY_DTYPES = (torch.bfloat16, torch.float16, torch.float32)
+__all__ = ["FrameResult", "IMAGENET_MEAN", "IMAGENET_STD", "MEMORY_DTYPE", "MEMORY_DTYPES",
+           "ObjectResult", "PREV_LOGITS_CLAMP", "StreamingTracker", "check_frame", "mask_box"]
 
 
 @dataclass(frozen=True)
@@ -109,16 +110,6 @@ class _Object:
     inputs: _FrameInputs
 
 
-@dataclass(frozen=True)
-class _Memory:
-    """Memory-attention input for B objects: tokens, pos (B, M, 64); valid (B, M) or None."""
-
-    tokens: torch.Tensor
-    pos: torch.Tensor
-    valid: torch.Tensor | None
-    num_pointer_tokens: int
-
-
 def _check_capacity(runtime: Runtime, cfg: ModelConfig, max_cond_frames: int) -> None:
     """A graph runtime's fixed memory capacity must hold everything the banks can select."""
     have = getattr(runtime, "capacity", None)
@@ -168,12 +159,13 @@ class StreamingTracker:
         self.max_objects = max_objects
         self.max_cond_frames = max_cond_frames
         self.device = self.runtime.device
+        # the per-frame computation and the memory policy (shared with training)
+        self.step = TrackingStep(self.runtime, max_cond_frames, memory_min_iou, memory_dtype)
         self._mean = torch.tensor(IMAGENET_MEAN, device=self.device).view(1, 3, 1, 1)
         self._std = torch.tensor(IMAGENET_STD, device=self.device).view(1, 3, 1, 1)
         self._objects: dict[int, _Object] = {}
         self._frame: _Frame | None = None
         self._next_index = 0
-        self._memory_pos: torch.Tensor | None = None  # (num_maskmem, h*w, 64), by temporal slot
         self._lock = threading.RLock()
         self._new_bank()  # checks max_cond_frames now rather than at the first prompt
 
@@ -242,10 +234,6 @@ class StreamingTracker:
             if inputs.frame_index != frame.index:  # not tracked on this frame: starts afresh
                 inputs = _FrameInputs(frame.index, initial=True)
             out, inputs = self._decode_prompt(obj.bank, inputs, prompt)
-            high_res = self.glue.upscale_masks(out.low_res_masks)
-            memory, pos = self.runtime.encode_prompt_memory(frame.features.feat, high_res,
-                                                          out.object_score_logits)
-            obj.bank.add_prompted(self._entry(frame.index, memory, pos, out.obj_ptr, 0))
             obj.inputs = inputs
             self._objects[obj_id] = obj
             with self._stage("postprocess"):
@@ -265,118 +253,31 @@ class StreamingTracker:
     def _track_objects(self, ids: list[int]) -> DecoderOutput:
         frame = self._frame
         feats = frame.features.expand(len(ids))
-        selections = [self._objects[i].bank.select(frame.index) for i in ids]
-        conditioned = self._attend(feats, selections)
-        out = self.runtime.decode(conditioned, feats.high_res, None, None, None,
-                                multimask=self._multimask(initial=False, num_points=0))
-        memory, pos = self.runtime.encode_memory(feats.feat, self.glue.upscale_masks(
-            out.low_res_masks), out.object_score_logits)
-        admitted = self._admitted(out)
+        out, _ = self.step.track(feats, [self._objects[i].bank for i in ids], frame.index)
         for b, obj_id in enumerate(ids):
-            obj = self._objects[obj_id]
-            if admitted[b]:
-                obj.bank.add_tracked(self._entry(frame.index, memory, pos, out.obj_ptr, b))
-            obj.inputs = _FrameInputs(frame.index, initial=False,
-                                      logits=out.low_res_masks[b:b + 1].clone())
+            self._objects[obj_id].inputs = _FrameInputs(
+                frame.index, initial=False, logits=out.low_res_masks[b:b + 1].clone())
         return out
-
-    def _admitted(self, out: DecoderOutput) -> list[bool]:
-        """Which objects' tracked outputs join their memory (all of them unless
-        ``memory_min_iou`` is set: then present ones with an IoU estimate >= it)."""
-        if self.memory_min_iou is None:
-            return [True] * out.best_iou.shape[0]
-        present = (out.object_score_logits[:, 0] > 0) & (out.best_iou >= self.memory_min_iou)
-        return present.tolist()
 
     def _decode_prompt(self, bank: MemoryBank, inputs: _FrameInputs,
                        prompt: Prompt) -> tuple[DecoderOutput, _FrameInputs]:
-        """Decode one object's prompt on the current frame; returns its output and new state."""
-        feats = self._frame.features
-        if prompt.mask is not None:  # the mask is the output (use_mask_input_as_output_without_sam)
-            out = self.runtime.decode_mask_prompt(feats.feat, feats.high_res, prompt.mask)
+        """Decode one object's prompt on the current frame and store it in its bank as a
+        prompted frame; returns its output and new state."""
+        feats, index = self._frame.features, self._frame.index
+        if prompt.mask is not None:
+            out = self.step.prompt(feats, [bank], index, inputs.initial, mask=prompt.mask)
             return out, replace(inputs, coords=None, labels=None, logits=out.low_res_masks)
         coords, labels = prompt.coords, prompt.labels
         if not prompt.has_box and inputs.coords is not None:  # a box starts the clicks afresh
             coords = torch.cat([inputs.coords, coords], dim=1)
             labels = torch.cat([inputs.labels, labels], dim=1)
-        prev = inputs.logits
-        if prev is not None:
-            prev = prev.clamp(-PREV_LOGITS_CLAMP, PREV_LOGITS_CLAMP)
-        if inputs.initial:
-            conditioned = self.glue.add_no_memory(feats.feat)
-        else:
-            conditioned = self._attend(feats, [bank.select(self._frame.index)])
-        multimask = self._multimask(inputs.initial, num_points=labels.shape[1])
-        out = self.runtime.decode(conditioned, feats.high_res, coords, labels, prev, multimask)
+        out = self.step.prompt(feats, [bank], index, inputs.initial, coords, labels,
+                               inputs.logits)
         return out, replace(inputs, coords=coords, labels=labels, logits=out.low_res_masks)
-
-    def _multimask(self, initial: bool, num_points: int) -> bool:
-        """SAM 2's rule for three candidate masks (``_use_multimask``)."""
-        c = self.cfg
-        return (c.multimask_output_in_sam and (initial or c.multimask_output_for_tracking)
-                and c.multimask_min_pt_num <= num_points <= c.multimask_max_pt_num)
-
-    # ----------------------------------------------------------------- memory
-    def _attend(self, feats: ImageFeatures, selections: list[MemorySelection]) -> torch.Tensor:
-        """Frame features (B, 256, h, w) conditioned on each object's selected memories."""
-        memory = self._assemble(selections)
-        return self.runtime.attend_memory(feats.feat, feats.pos, memory.tokens, memory.pos,
-                                        memory.num_pointer_tokens, memory.valid)
-
-    def _assemble(self, selections: list[MemorySelection]) -> _Memory:
-        """Pad each object's memories to a common length: spatial memories (h*w tokens each)
-        first, then object pointers (d_model / mem_dim tokens each). A runtime with
-        ``memory_slots`` (the compiled torch runtime) names the slots to pad to (its bucket);
-        padded tokens are zero and marked invalid. One copy per object and part, and one
-        small upload of the lengths: no host sync."""
-        hw, mem_dim = self.cfg.feat_size ** 2, self.cfg.mem_dim
-        split = self.cfg.d_model // mem_dim
-        n_spatial = max(len(s.spatial) for s in selections)
-        n_ptrs = max(len(s.pointers) for s in selections)
-        slots = getattr(self.runtime, "memory_slots", lambda s, p: None)(n_spatial, n_ptrs)
-        if slots is not None:
-            n_spatial, n_ptrs = slots
-        b, start = len(selections), n_spatial * hw
-        tokens = torch.zeros(b, start + n_ptrs * split, mem_dim, device=self.device)
-        pos = torch.zeros_like(tokens)
-        ptrs = torch.zeros(b, n_ptrs, self.cfg.d_model, device=self.device)
-        ago = [[0.0] * n_ptrs for _ in selections]
-        for i, sel in enumerate(selections):
-            if sel.spatial:
-                features, used = zip(*sel.spatial)
-                tokens[i, :len(used) * hw] = torch.cat(features)
-                pos[i, :len(used) * hw] = self._memory_pos[list(used)].flatten(0, 1)
-            if sel.pointers:
-                pointers, frames_ago = zip(*sel.pointers)
-                ptrs[i, :len(pointers)] = torch.stack(pointers)
-                ago[i][:len(pointers)] = frames_ago
-        ago = torch.tensor(ago, dtype=torch.float32).to(self.device, non_blocking=True)
-        ptr_pos = self.glue.pointer_pos(ago.flatten(), self.cfg.max_obj_ptrs)
-        ptr_tokens, ptr_tok_pos = self.glue.pointer_tokens_batched(
-            ptrs, ptr_pos.view(b, n_ptrs, mem_dim))
-        tokens[:, start:], pos[:, start:] = ptr_tokens, ptr_tok_pos
-        lengths = [(len(s.spatial) * hw, len(s.pointers) * split) for s in selections]
-        if all(n == (start, n_ptrs * split) for n in lengths):
-            return _Memory(tokens, pos, None, n_ptrs * split)
-        used = torch.tensor(lengths).to(self.device, non_blocking=True)  # (B, 2)
-        valid = torch.cat((torch.arange(start, device=self.device) < used[:, :1],
-                           torch.arange(n_ptrs * split, device=self.device) < used[:, 1:]),
-                          dim=1)  # (B, M): the filled spatial tokens, then pointer tokens
-        return _Memory(tokens, pos, valid, n_ptrs * split)
-
-    def _entry(self, frame_index: int, memory: torch.Tensor, pos: torch.Tensor,
-               pointers: torch.Tensor, b: int) -> MemoryEntry:
-        """Object ``b``'s bank entry from a batch: memory, pos (B, 64, h, w), pointers (B, 256)."""
-        if self._memory_pos is None:  # the same for every frame: tabulate once per slot
-            self._memory_pos = torch.cat([self.glue.spatial_memory_pos(pos[:1], t)
-                                          for t in range(self.cfg.num_maskmem)])
-        features = memory[b].flatten(1).transpose(0, 1)  # (64, h, w) -> (h*w, 64)
-        return MemoryEntry(frame_index, features.to(self.memory_dtype).clone(), pointers[b].clone())
 
     # ---------------------------------------------------------------- objects
     def _new_bank(self) -> MemoryBank:
-        return MemoryBank(self.cfg.num_maskmem, self.cfg.max_obj_ptrs, self.max_cond_frames,
-                          ordinal=self.memory_min_iou is not None)
+        return self.step.new_bank()
 
     def _new_object(self, obj_id: int) -> _Object:
         """A fresh object (not yet registered: that happens once its prompt succeeded)."""
@@ -416,12 +317,7 @@ class StreamingTracker:
                 image = F.interpolate(image, size=(s, s), mode="bicubic", align_corners=False,
                                       antialias=True).round_().clamp_(0, 255)
             return (image / 255.0 - self._mean) / self._std
-        image = torch.from_numpy(np.ascontiguousarray(frame)).permute(2, 0, 1)[None]
-        if image.shape[-2:] != (s, s):  # uint8 bicubic with antialias: what PIL does for SAM 2
-            image = F.interpolate(image, size=(s, s), mode="bicubic", align_corners=False,
-                                  antialias=True)
-        image = image.to(self.device).float() / 255.0
-        return (image - self._mean) / self._std
+        return normalise(resize_frame(frame, s), self.device)
 
     def _upload(self, frame: np.ndarray) -> torch.Tensor:
         """The uint8 frame on the GPU, copied through a pinned buffer kept per frame shape;

@@ -53,8 +53,8 @@ def test_engine_does_not_import_ros(path):
     assert not bad, f"{path.relative_to(ROOT)} imports {bad}: engine/ must stay ROS-free"
 
 
-@pytest.mark.parametrize("name", ["tracker.py", "memory_bank.py", "memory_layout.py",
-                                  "prompts.py"])
+@pytest.mark.parametrize("name", ["tracker.py", "tracking_step.py", "memory_bank.py",
+                                  "memory_layout.py", "prompts.py"])
 def test_tracking_core_does_not_import_the_exporter(name):
     bad = [n for n in _imports(ENGINE / name) if n.startswith("engine.export")]
     assert not bad, f"engine/{name} imports {bad}"

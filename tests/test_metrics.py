@@ -2,8 +2,9 @@
 import numpy as np
 import pytest
 
-from engine.tools.metrics import (ClipScore, boundary_map, contour_accuracy, presence_truth,
-                            reacquisition, region_similarity, summarize)
+from engine.tools.metrics import (PRESENCE_THRESHOLD, ClipScore, boundary_map, contour_accuracy,
+                                  lost_and_confident, mask_place, presence_truth, reacquisition,
+                                  region_similarity, summarize)
 
 
 def square(shape=(40, 40), top=10, left=10, side=10):
@@ -111,3 +112,60 @@ def test_summarize_weights_clips_equally():
     assert s.clips == 2 and s.j == pytest.approx(0.5) and s.f == pytest.approx(0.5)
     assert s.presence_accuracy == pytest.approx(0.5)
     assert (s.reacquired, s.reacquire_cases) == (1, 1)
+
+
+def test_lost_and_confident_on_hand_made_cases():
+    truth = square(shape=(40, 40), top=10, left=10, side=10)  # 100 px
+    elsewhere = square(shape=(40, 40), top=25, left=25, side=10)
+    nothing = np.zeros_like(truth)
+    assert PRESENCE_THRESHOLD == 0.5
+    assert lost_and_confident(truth, truth, 0.99) is False  # on target
+    assert lost_and_confident(elsewhere, truth, 0.97) is True  # on something else, confident
+    assert lost_and_confident(elsewhere, truth, 0.3) is False  # wrong but says "absent"
+    assert lost_and_confident(elsewhere, truth, 0.5) is False  # at the threshold: not present
+    assert lost_and_confident(nothing, truth, 0.9) is False  # empty: not "on" anything
+    assert lost_and_confident(elsewhere, nothing, 0.9) is None  # not in view: not scored
+    # the half-way line: 50 of 100 predicted pixels on target is on target, 49 is lost
+    half = square(shape=(40, 40), top=10, left=15, side=10)  # 10x5 strip overlaps
+    assert np.count_nonzero(half & truth) == 50 and half.sum() == 100
+    assert lost_and_confident(half, truth, 0.9) is False
+    grown = half.copy()
+    grown[30:32, 0:1] = True  # 2 more pixels off target: 50 / 102 < 0.5
+    assert lost_and_confident(grown, truth, 0.9) is True
+    # a mask much bigger than the target that covers it is still mostly off it
+    assert lost_and_confident(np.ones_like(truth), truth, 0.9) is True
+
+
+def test_where_the_mask_is():
+    truth = square(shape=(40, 40), top=0, left=0, side=10)
+    other = square(shape=(40, 40), top=20, left=20, side=10)
+    nothing = np.zeros_like(truth)
+    assert mask_place(truth, truth, other) == "target"
+    assert mask_place(other, truth, other) == "other"
+    assert mask_place(square(shape=(40, 40), top=0, left=25, side=5), truth, other) == \
+        "background"
+    assert mask_place(nothing, truth, other) == "empty"
+    assert mask_place(other, truth, None) == "background"  # no other objects known
+    assert mask_place(truth, nothing, other) is None
+
+
+def test_windows_of_a_long_stream():
+    truth = square()
+    wrong = square(left=25)
+    score = ClipScore("s", "long")
+    for t in range(250):  # on target for 100 frames, lost and confident after
+        score.add(truth if t < 100 else wrong, truth, presence=0.9)
+    w = score.windows(100)
+    assert [len(x.j) for x in w] == [100, 100, 50]
+    assert w[0].mean_j == 1.0 and w[1].mean_j == 0.0 and w[2].mean_j == 0.0
+    assert [x.lost_share for x in w] == [0.0, 1.0, 1.0]
+    assert score.lost_share == pytest.approx(150 / 250)
+    assert all(x.presence_accuracy == 1.0 for x in w)
+    assert score.window(95, 105).mean_j == pytest.approx(0.5)
+    s = summarize(w[:2])
+    assert s.lost_confident == pytest.approx(0.5) and s.visible_frames == 200
+    assert s.places == {"target": 0.5, "other": 0.0, "background": 0.5, "empty": 0.0}
+    with pytest.raises(ValueError, match="outside"):
+        score.window(200, 300)
+    with pytest.raises(ValueError, match="window size"):
+        score.windows(0)

@@ -144,3 +144,41 @@ def test_frames_where_the_object_is_hidden_stay_out_of_memory(model, clips):
             admitted += stored
             refused_hidden += not stored and not truth.any()
     assert refused_hidden >= 1 and admitted >= 10, (refused_hidden, admitted)
+
+
+def test_held_out_world_tracks_every_prompted_object(model):
+    """The generalisation part: every target of a clip with 2-3 prompted objects is tracked
+    and scored on every frame, prompted by a click or by its box."""
+    from engine.benchmarks.quality import run_world
+    from engine.tools.world import held_out_set
+
+    clip = next(c for c in held_out_set(per_phenomenon=1, num_frames=24)
+                if c.phenomenon == "interact")
+    targets = clip.scene().targets
+    for prompt in ("click", "box"):
+        r = run_world("torch", model, [clip], prompt, log=lambda s: None)
+        assert [s.name for s in r.scores] == [f"{clip.name}#{k}" for k in targets]
+        assert r.frames == 24
+        for s in r.scores:
+            assert len(s.j) == len(s.lost) == len(s.places) == 24
+            assert s.j[0] > 0.1, (prompt, s.name, s.j[0])  # the prompt found the object
+            assert 0.0 <= s.lost_share <= 1.0
+    with pytest.raises(ValueError, match="click"):
+        run_world("torch", model, [clip], "scribble", log=lambda s: None)
+
+
+def test_report_parts_replace_only_themselves():
+    """A run of some parts rewrites those parts of quality.md and keeps the rest; a file in
+    the layout from before the parts counts as the original part."""
+    from engine.benchmarks.quality import merge_report
+
+    old = ("# Tracking quality on held-out synthetic clips\n\nWritten by ...\n\n"
+           "- model: m\n\n## torch\n\n| a |\n")
+    merged = merge_report(old, {"held-out": "## Held-out families\n\nfirst"})
+    assert "## Original benchmark split\n\n- model: m\n\n### torch\n\n| a |" in merged
+    assert merged.index("quality part: original") < merged.index("quality part: held-out")
+    again = merge_report(merged, {"held-out": "## Held-out families\n\nsecond",
+                                  "long": "## Long streams\n\nthird"})
+    assert "first" not in again and "second" in again and "third" in again
+    assert "### torch\n\n| a |" in again
+    assert merge_report(again, {}) == again

@@ -59,20 +59,20 @@ def test_burn_in_frames_are_tracked_without_gradients(tmp_path):
     import numpy as np
 
     from engine.model.sam2 import SAM2Model
-    from engine.tools.train import clip_step, sample_clip_batch
+    from engine.tools.train import TrainRuntime, clip_step, sample_clip_batch
 
     torch.set_num_threads(1)
     torch.manual_seed(0)
     model = SAM2Model(SMALL).train()
     model.image_encoder.requires_grad_(False)
-    cfg = replace(STEPS, clip_len=2)
+    # every tracked frame joins the bank: a random model rarely passes the admission rule
+    cfg = replace(STEPS, clip_len=2, correct_rate=0.0, memory_rule="all")
     rng = np.random.default_rng(5)
-    batch = sample_clip_batch(rng, cfg, SMALL.image_size, "cpu", burn_in=3)
-    assert batch.frame_of.shape[1] == 5 and batch.gt.shape[1] == 5
-    loss, stats = clip_step(rng, model, batch, lambda: torch.autocast("cpu", enabled=False),
-                            correct_rate=0.0, burn_in=3)
-    assert math.isfinite(float(loss)) and 0.0 <= stats["J"] <= 1.0
-    loss.backward()
+    batch = sample_clip_batch(rng, cfg, SMALL.image_size, burn_in=3)
+    assert batch.frame_of.shape[1] == 5 and batch.gt.shape[1] == 5 and batch.burn_in == 3
+    with torch.enable_grad():
+        result = clip_step(rng, model, batch, TrainRuntime(model), cfg)
+    assert math.isfinite(float(result.loss)) and 0.0 <= float(result.stats["J"]) <= 1.0
     grads = {k: p.grad for k, p in model.named_parameters()}
     prompt_only = [k for k in grads if k.startswith(("sam_prompt_encoder.point_embeddings.1",
                                                      "sam_prompt_encoder.point_embeddings.2",
@@ -87,21 +87,27 @@ def test_burn_in_frames_are_tracked_without_gradients(tmp_path):
 def test_recent_drop_leaves_prompted_memories_and_pointers():
     """--recent-drop: a tracked frame may attend to the prompted frame's spatial memory and
     the object pointers only (so the pointers must carry what the recent frames held)."""
-    from engine.memory_bank import MemoryBank, MemoryEntry
+    from engine.memory_bank import MemoryEntry
     from engine.model.sam2 import SAM2Model
-    from engine.tools.train import _assemble
+    from engine.tools.train import TrainRuntime, _drop_recent
+    from engine.tracking_step import TrackingStep
 
     torch.manual_seed(0)
     model = SAM2Model(SMALL).eval()
-    cfg, hw = SMALL, (SMALL.image_size // 16) ** 2
-    bank = MemoryBank(cfg.num_maskmem, cfg.max_obj_ptrs, 4)
+    cfg, hw = SMALL, SMALL.feat_size ** 2
+    step = TrackingStep(TrainRuntime(model), 4, None)
+    bank = step.new_bank()
     for t in range(4):
         entry = MemoryEntry(t, torch.randn(hw, cfg.mem_dim), torch.randn(cfg.d_model))
         bank.add_prompted(entry) if t == 0 else bank.add_tracked(entry)
-    pos_table = torch.randn(cfg.num_maskmem, hw, cfg.mem_dim)
-    full, full_pos, n_ptr = _assemble(model, [bank], 4, pos_table)
-    only, only_pos, n_ptr2 = _assemble(model, [bank], 4, pos_table, recent=False)
-    assert n_ptr2 == n_ptr > 0
-    assert full.shape[1] == 4 * hw + n_ptr and only.shape[1] == hw + n_ptr
-    assert torch.equal(only[:, :hw], full[:, :hw]) and torch.equal(only[:, hw:], full[:, 4 * hw:])
-    assert torch.equal(only_pos[:, :hw], full_pos[:, :hw])
+    f = cfg.feat_size
+    step.entry(0, torch.zeros(1, cfg.mem_dim, f, f), torch.randn(1, cfg.mem_dim, f, f),
+               torch.zeros(1, cfg.d_model), 0)  # its position encoding makes the table
+    full = step.assemble([bank.select(4)])
+    only = step.assemble([_drop_recent(bank.select(4))])
+    n_ptr = full.num_pointer_tokens
+    assert only.num_pointer_tokens == n_ptr > 0
+    assert full.tokens.shape[1] == 4 * hw + n_ptr and only.tokens.shape[1] == hw + n_ptr
+    assert torch.equal(only.tokens[:, :hw], full.tokens[:, :hw])
+    assert torch.equal(only.tokens[:, hw:], full.tokens[:, 4 * hw:])
+    assert torch.equal(only.pos[:, :hw], full.pos[:, :hw])

@@ -1,21 +1,31 @@
 """Train the project's compact SAM 2 model (``engine.config.COMPACT``) on the synthetic world.
 
-Trained as SAM 2 is, in two stages, with scenes drawn on the fly by ``engine.tools.synthetic`` from a
-seed range disjoint from the benchmark's (``TRAIN_SEED_BASE``):
+Trained as SAM 2 is, in two stages, with scenes drawn on the fly from a seed range disjoint
+from the benchmark's (``engine.tools.synthetic.TRAIN_SEED_BASE``):
 
 1. **images**: image encoder + prompt encoder + mask decoder on single frames. Each object gets
    a click or a box, then one corrective click on its largest error (with the previous mask
    logits fed back, as the tracker refines). Losses: focal + dice on the masks (the best of the
    three candidates when there are three), L1 on the predicted IoU of every candidate, BCE on
    object presence.
-2. **clips**: short clips through the memory path, chained from ``SAM2Model``'s per-frame
-   methods exactly as ``engine.tracker`` chains them (same ``MemoryBank`` selection, temporal
-   slots and pointer encodings), but differentiably. Frame 0 is prompted (click, box or mask);
-   later frames are tracked from memory; sometimes one frame gets a corrective click and
-   becomes a prompted frame. Clips contain occlusions, exits and look-alikes, so absent frames
-   train the presence head and re-acquisition. The image encoder stays frozen; the decoder and
-   prompt encoder learn at 0.3 times the rate of the parts that are new in this stage. Two
-   initialisations make the new memory path learn within a CPU budget (see
+2. **clips**: clips through the memory path run by the tracker's own step
+   (``engine.tracking_step.TrackingStep``, the code ``StreamingTracker`` runs), with gradients:
+   the same memory banks, admission rule (the model's ``memory_min_iou``) and temporal slots,
+   the same multimask rule and presence gating. Frame 0 is prompted (click, box or mask; a
+   click or box sometimes refined by a corrective click); later frames are tracked from the
+   model's own memory; sometimes one frame gets a corrective click and becomes a prompted
+   frame. Clips of ``--clip-len`` to ``--clip-len-max`` frames are trained with truncated
+   backpropagation through time: every ``--tbptt`` frames the loss so far is backpropagated and
+   the banks are cut from the graph (their contents stay), so long streams cost the memory of
+   one window. The presence head is trained on visibility and, on tracked frames, on whether
+   the chosen mask is on the object (``--presence-on-target``: "absent" when less than that share
+   of a non-empty mask lies on the object), so a mask that has wandered onto something else is
+   called absent instead of being kept with confidence (an empty or too small mask on the
+   object stays "present": the mask loss corrects it). Frames just after an object comes back into view
+   (after an occlusion or an exit) weigh ``1 + --reacquire-weight`` in the loss
+   (``--reacquire-frames`` of them). The image encoder stays frozen; the decoder and prompt
+   encoder learn at ``--pretrained-lr-scale`` times the rate of the parts that are new in this
+   stage. Two initialisations make the new memory path learn within a CPU budget (see
    ``match_memory_attention_output`` and ``init_memory_locality``).
 
     python -m engine.tools.train --out engine/weights/sam2_ros_compact.pt --seed 0   # both stages
@@ -23,17 +33,23 @@ seed range disjoint from the benchmark's (``TRAIN_SEED_BASE``):
 or one stage at a time (``--clip-steps 0``, then ``--init <image stage> --image-steps 0``);
 engine/weights/TRAINING.md records the commands that made the bundled weights.
 
-Runs on CUDA when available (``--device``; bfloat16 autocast there), else on the CPU in fp32
-with one thread by default (on a CPU shared with other jobs, more threads spin and slow
-down). Writes the checkpoint in Meta's format (``{"model": state_dict}``), so
-``engine.checkpoint`` loads it strictly.
+Speed: ``--workers N`` draws the batches in N worker processes, ahead of the training loop
+(the data of step k depend only on the seed, the stage and k, so a run gives the same batches
+with any number of workers); on CUDA the image encoder and the memory attention run under
+bfloat16 autocast (as the torch runtime's bf16 precision runs them), the rest in fp32 with TF32
+products. ``--time-limit-s`` stops a run cleanly before that wall-clock time (the learning rate
+follows whichever of the step count and the time limit runs out first), saving the checkpoint
+and the resumable state. On the CPU one thread by default (on a CPU shared with other jobs,
+more threads spin and slow down). Writes the checkpoint in Meta's format
+(``{"model": state_dict}``), so ``engine.checkpoint`` loads it strictly.
 """
 from __future__ import annotations
 
 import argparse
 import math
 import time
-from dataclasses import asdict, dataclass
+from collections import deque
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import cv2
@@ -41,17 +57,19 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from ..config import COMPACT, ModelConfig
-from ..memory_bank import MemoryBank, MemoryEntry, MemorySelection
-from ..model.sam2 import NO_OBJ_SCORE, SAM2Model
+from ..config import COMPACT, MAX_COND_FRAMES, ModelConfig
+from ..memory_bank import MemoryBank, MemorySelection
+from ..model.sam2 import DecoderOutput, ImageFeatures, SAM2Model
+from ..tracking_step import (MEMORY_DTYPE, PREV_LOGITS_CLAMP, TrackingStep, normalise,
+                             resize_frame)
 from .synthetic import TRAIN_SEED_BASE, Exit, Occlusion, Scene
 
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
-PREV_LOGITS_CLAMP = 32.0  # as the tracker clamps fed-back logits
 # SAM 2's loss weights (sam2.1 training config): focal x20, dice x1, IoU x1, presence x1.
 W_FOCAL, W_DICE, W_IOU, W_PRESENCE = 20.0, 1.0, 1.0, 1.0
 FRAME_SIZES = ((320, 240), (320, 240), (256, 256), (320, 180), (240, 240))
+WORLDS = ("classic", "broad")
+ENCODE_CHUNK = 128  # frames per image-encoder call in the clip stage
+LONG_SCENE = 60  # broad world: scenes longer than this get recurring events
 
 
 @dataclass(frozen=True)
@@ -62,7 +80,8 @@ class TrainConfig:
     image_batch: int = 8  # frames per image step
     objects_per_image: int = 3
     clip_batch: int = 2  # clips per clip step
-    clip_len: int = 6
+    clip_len: int = 6  # frames per clip (trained ones, after any burn-in)
+    clip_len_max: int = 0  # > clip_len: each step draws its clip length in clip_len..this
     objects_per_clip: int = 3
     image_lr: float = 1e-3
     clip_lr: float = 1e-3
@@ -81,24 +100,21 @@ class TrainConfig:
     # trained ones without gradients, so later frames of a stream are trained too
     recent_drop: float = 0.0  # clip stage: chance that a tracked frame sees no recent spatial
     # memories (prompted frames' and the pointers only): it learns to hold on to the prompt
+    tbptt: int = 0  # clip stage: backpropagate every this many frames, cutting the banks'
+    # graph there (0: the whole clip at once)
+    presence_on_target: float = 0.0  # clip stage: on tracked frames the presence target is 0
+    # where the object is visible but less than this share of the chosen mask lies on it (the
+    # mask is on something else); 0: the target is visibility alone
+    reacquire_weight: float = 0.0  # clip stage: frames just after an object reappears weigh
+    reacquire_frames: int = 8  # 1 + reacquire_weight, for this many frames
+    memory_rule: str = "model"  # clip stage: the admission rule trained with ("model", "all"
+    # or an IoU threshold), as StreamingTracker's memory_min_iou
+    world: str = "classic"  # scenes: "classic" (engine.tools.synthetic) or "broad"
+    # (engine.tools.world, training families only)
+    classic_share: float = 0.0  # world "broad": this share of the clips from "classic"
 
 
 # ---------------------------------------------------------------------------- data
-def _preprocess(frames: list[np.ndarray], size: int, device) -> torch.Tensor:
-    """(H, W, 3) uint8 RGB frames -> (B, 3, S, S) normalised, as ``StreamingTracker`` does."""
-    out = []
-    for frame in frames:
-        image = torch.from_numpy(np.ascontiguousarray(frame)).permute(2, 0, 1)[None]
-        if image.shape[-2:] != (size, size):
-            image = F.interpolate(image, size=(size, size), mode="bicubic", align_corners=False,
-                                  antialias=True)
-        out.append(image)
-    x = torch.cat(out).to(device).float() / 255.0
-    mean = torch.tensor(IMAGENET_MEAN, device=device).view(1, 3, 1, 1)
-    std = torch.tensor(IMAGENET_STD, device=device).view(1, 3, 1, 1)
-    return (x - mean) / std
-
-
 def _mask_to_model(mask: np.ndarray, size: int) -> np.ndarray:
     """(H, W) bool -> (S, S) bool, resized as ``engine.prompts`` resizes mask prompts."""
     t = torch.from_numpy(mask.astype(np.float32))[None, None]
@@ -106,6 +122,12 @@ def _mask_to_model(mask: np.ndarray, size: int) -> np.ndarray:
         t = F.interpolate(t, size=(size, size), mode="bilinear", align_corners=False,
                           antialias=True)
     return (t[0, 0] >= 0.5).numpy()
+
+
+def _frames_to_model(frames: list[np.ndarray], size: int) -> torch.Tensor:
+    """(H, W, 3) uint8 RGB frames -> (B, 3, S, S) uint8, resized as the tracker resizes them
+    (``engine.tracking_step.resize_frame``); ``normalise`` makes them model input."""
+    return torch.cat([resize_frame(f, size) for f in frames])
 
 
 def random_scene(rng: np.random.Generator, span: int, start: int) -> Scene:
@@ -154,6 +176,43 @@ def random_clip_scene(rng: np.random.Generator, span: int, start: int,
                  distractors=distractors, **events)
 
 
+def clip_frames(rng: np.random.Generator, cfg: TrainConfig, frames: int):
+    """One training clip of ``frames`` frames from the configured world: a list of
+    (frame (H, W, 3) uint8, {id: (H, W) bool}) and the ids with a scripted event (which
+    ``sample_clip_batch`` prompts first, so that absences are common) and whether object 1 has
+    look-alikes. Frames are taken every 1-3 scene frames from a random start."""
+    stride = int(rng.integers(1, 4))
+    start = int(rng.integers(0, 10))
+    span = stride * (frames - 1)
+    wanted = [start + stride * i for i in range(frames)]
+    if cfg.world == "broad" and not (cfg.classic_share and rng.random() < cfg.classic_share):
+        return _broad_clip(rng, cfg, wanted)
+    scene = random_clip_scene(rng, span=span, start=start, event_rate=cfg.event_rate)
+    keep = set(wanted)
+    clip = [(f, m) for t, (f, m) in enumerate(scene.frames(wanted[-1] + 1)) if t in keep]
+    scripted = {e.target for e in scene.occlusions} | {e.target for e in scene.exit_schedule}
+    copied = any(o.role == "distractor" for o in scene.objects)
+    return clip, scripted, copied
+
+
+def _broad_clip(rng: np.random.Generator, cfg: TrainConfig, wanted: list[int]):
+    """``clip_frames`` from the broad world (``engine.tools.world.sample_training_scene``:
+    training families only). Scenes longer than ``LONG_SCENE`` frames get an event every
+    25-50 frames (divided by ``cfg.event_rate``), shorter ones each of their events once."""
+    from .world import sample_training_scene
+
+    width, height = FRAME_SIZES[int(rng.integers(len(FRAME_SIZES)))]
+    frames = wanted[-1] + 1
+    every = None
+    if frames > LONG_SCENE:
+        every = max(8, int(rng.integers(25, 51) / max(cfg.event_rate, 1e-3)))
+    scene = sample_training_scene(rng, width, height, frames, event_every=every)
+    clip = [scene.render(t) for t in wanted]
+    scripted = {e.target for e in scene.events}
+    copied = any(t.role == "lookalike" for t in scene.things)
+    return clip, scripted, copied
+
+
 def _targets(masks: dict[int, np.ndarray], min_area: int) -> list[int]:
     """Ids that can be prompted: objects and look-alikes (not panels), visible enough."""
     return [k for k, m in masks.items() if k < 200 and int(m.sum()) >= min_area]
@@ -161,12 +220,12 @@ def _targets(masks: dict[int, np.ndarray], min_area: int) -> list[int]:
 
 @dataclass
 class ImageBatch:
-    images: torch.Tensor  # (B, 3, S, S)
+    images: torch.Tensor  # (B, 3, S, S) uint8 (``normalise`` makes it model input)
     index: torch.Tensor  # (N,) image of each object
     gt: np.ndarray  # (N, S, S) bool at model resolution
 
 
-def sample_image_batch(rng, cfg: TrainConfig, size: int, device) -> ImageBatch:
+def sample_image_batch(rng, cfg: TrainConfig, size: int) -> ImageBatch:
     frames, index, gts = [], [], []
     while len(frames) < cfg.image_batch:
         t = int(rng.integers(0, 12))
@@ -184,35 +243,30 @@ def sample_image_batch(rng, cfg: TrainConfig, size: int, device) -> ImageBatch:
         index += [len(frames)] * len(keep)
         gts += keep
         frames.append(frame)
-    return ImageBatch(_preprocess(frames, size, device), torch.tensor(index, device=device),
-                      np.stack(gts))
+    return ImageBatch(_frames_to_model(frames, size), torch.tensor(index), np.stack(gts))
 
 
 @dataclass
 class ClipBatch:
-    images: torch.Tensor  # (B*T, 3, S, S), clip-major
+    images: torch.Tensor  # (B*T, 3, S, S) uint8, clip-major
     frame_of: torch.Tensor  # (N, T) image index of each object's frame t
     gt: np.ndarray  # (N, T, S, S) bool at model resolution
+    burn_in: int = 0  # the first frames, tracked without gradients or losses
 
 
-def sample_clip_batch(rng, cfg: TrainConfig, size: int, device, burn_in: int = 0) -> ClipBatch:
-    """Clips of ``cfg.clip_len + burn_in`` frames."""
+def sample_clip_batch(rng, cfg: TrainConfig, size: int, burn_in: int = 0,
+                      clip_len: int | None = None) -> ClipBatch:
+    """``cfg.clip_batch`` clips of ``clip_len`` (default ``cfg.clip_len``) + ``burn_in``
+    frames, up to ``cfg.objects_per_clip`` objects each, all visible on frame 0."""
     frames, frame_of, gts = [], [], []
-    t_len = cfg.clip_len + burn_in
+    t_len = (clip_len or cfg.clip_len) + burn_in
     while len(frames) < cfg.clip_batch * t_len:
-        stride = int(rng.integers(1, 4))
-        start = int(rng.integers(0, 10))
-        span = stride * (t_len - 1)
-        scene = random_clip_scene(rng, span=span, start=start, event_rate=cfg.event_rate)
-        wanted = [start + stride * i for i in range(t_len)]
-        clip = [(f, m) for t, (f, m) in enumerate(scene.frames(wanted[-1] + 1)) if t in wanted]
+        clip, scripted, copied = clip_frames(rng, cfg, t_len)
         ids = _targets(clip[0][1], min_area=60)
         if not ids:
             continue
         # objects with a scripted event first (so absences are common), then object 1 when it
         # has look-alikes, then the others
-        scripted = {e.target for e in scene.occlusions} | {e.target for e in scene.exit_schedule}
-        copied = any(o.role == "distractor" for o in scene.objects)
         order = sorted(rng.permutation(ids),
                        key=lambda k: (k not in scripted, not (copied and k == 1)))
         chosen = [int(k) for k in order[:cfg.objects_per_clip]]
@@ -223,9 +277,91 @@ def sample_clip_batch(rng, cfg: TrainConfig, size: int, device, burn_in: int = 0
         frames += [f for f, _ in clip]
         frame_of += [[base + i for i in range(t_len)]] * len(chosen)
         gts.append(gt)
-    return ClipBatch(_preprocess(frames, size, device), torch.tensor(frame_of, device=device),
-                     np.concatenate(gts))
+    return ClipBatch(_frames_to_model(frames, size), torch.tensor(frame_of),
+                     np.concatenate(gts), burn_in)
 
+
+def clip_length(rng, cfg: TrainConfig) -> int:
+    """This step's clip length: ``clip_len``, or drawn in ``clip_len .. clip_len_max``."""
+    if cfg.clip_len_max > cfg.clip_len:
+        return int(rng.integers(cfg.clip_len, cfg.clip_len_max + 1))
+    return cfg.clip_len
+
+
+def make_batch(stage: str, cfg: TrainConfig, size: int, si: int, step: int):
+    """The batch of step ``step`` of stage ``stage`` (index ``si``): a function of the seed,
+    the stage and the step only (its own random generator), so any worker can make it."""
+    rng = np.random.default_rng([cfg.seed, si, step, 0])
+    if stage == "image":
+        return sample_image_batch(rng, cfg, size)
+    burn_in = int(rng.integers(0, cfg.burn_in + 1)) if cfg.burn_in else 0
+    return sample_clip_batch(rng, cfg, size, burn_in, clip_length(rng, cfg))
+
+
+def _worker_init() -> None:
+    torch.set_num_threads(1)
+    cv2.setNumThreads(1)
+
+
+def _make_batch_task(args):
+    """A batch with numpy arrays in place of tensors: it travels through a pipe, as plain
+    pickled arrays (tensors would travel through shared memory, which may be small)."""
+    batch = make_batch(*args)
+    return replace(batch, images=batch.images.numpy(), **{
+        k: getattr(batch, k).numpy() for k in ("index", "frame_of") if hasattr(batch, k)})
+
+
+def _from_task(batch):
+    return replace(batch, images=torch.from_numpy(batch.images), **{
+        k: torch.from_numpy(getattr(batch, k)) for k in ("index", "frame_of")
+        if hasattr(batch, k)})
+
+
+class Batches:
+    """Batches of steps ``first``, ``first + 1``, ... in order: made here (``workers`` 0) or
+    by ``workers`` processes, at most ``ahead`` steps in advance (spawned processes: nothing of
+    the parent's CUDA or thread state is inherited). Close it (or use ``with``)."""
+
+    def __init__(self, stage: str, cfg: TrainConfig, size: int, si: int, first: int,
+                 workers: int = 0, ahead: int | None = None) -> None:
+        self.args = (stage, cfg, size, si)
+        self.next = first
+        self.pool = None
+        self.pending: deque = deque()
+        if workers > 0:
+            import torch.multiprocessing as mp
+
+            self.pool = mp.get_context("spawn").Pool(workers, initializer=_worker_init)
+            self.ahead = ahead or 2 * workers
+            self.queued = first
+
+    def _fill(self) -> None:
+        while len(self.pending) < self.ahead:
+            self.pending.append(self.pool.apply_async(_make_batch_task,
+                                                      ((*self.args, self.queued),)))
+            self.queued += 1
+
+    def get(self):
+        """The next step's batch."""
+        step, self.next = self.next, self.next + 1
+        if self.pool is None:
+            return make_batch(*self.args, step)
+        self._fill()
+        batch = self.pending.popleft().get()
+        self._fill()
+        return _from_task(batch)
+
+    def close(self) -> None:
+        if self.pool is not None:
+            self.pool.terminate()
+            self.pool.join()
+            self.pool = None
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
 
 # ------------------------------------------------------------------------- prompts
 def _deepest(mask: np.ndarray) -> tuple[float, float]:
@@ -294,50 +430,68 @@ def actual_iou(logits: torch.Tensor, gt: torch.Tensor) -> torch.Tensor:
 
 
 @dataclass
-class Decoded:
-    """Decoder output for N objects, kept differentiable (masks not yet gated by presence)."""
+class Decoded(DecoderOutput):
+    """A decoder output with what the losses need besides: every candidate's raw logits
+    ``raw`` (N, M, 4h, 4w), before absent objects are gated to "nothing here", and the chosen
+    candidate ``best`` (N,) (highest predicted IoU, as the tracker chooses)."""
 
-    multimasks: torch.Tensor  # (N, M, 4h, 4w) raw logits
-    ious: torch.Tensor  # (N, M)
-    best: torch.Tensor  # (N,) chosen candidate (highest predicted IoU, as the tracker)
-    low_res: torch.Tensor  # (N, 1, 4h, 4w) chosen, gated: absent -> NO_OBJ_SCORE
-    obj_ptr: torch.Tensor  # (N, d)
-    obj_logits: torch.Tensor  # (N, 1)
+    raw: torch.Tensor | None = None
+    best: torch.Tensor | None = None
 
 
 def decode(model: SAM2Model, feat, high_res, coords, labels, mask_logits, multimask) -> Decoded:
     """``SAM2Model.decode`` with the raw candidate logits kept for the losses."""
     out, raw, best = model.decode_candidates(feat, high_res, coords, labels, mask_logits,
                                              multimask)
-    return Decoded(raw, out.ious, best, out.low_res_masks, out.obj_ptr, out.object_score_logits)
+    return Decoded(*(getattr(out, k) for k in DecoderOutput.__dataclass_fields__), raw, best)
 
 
-def sam_loss(model: SAM2Model, out: Decoded, gt: torch.Tensor,
-             absent_weight: float = 1.0) -> tuple[torch.Tensor, dict]:
+def on_target(logits: torch.Tensor, gt: torch.Tensor) -> torch.Tensor:
+    """Share of each mask (logits > 0) that lies on the object (gt >= 0.5): (N, 1, L, L) both
+    -> (N,); an empty mask counts as 1 (it is on nothing else)."""
+    pred = logits.detach() > 0
+    inside = (pred & (gt >= 0.5)).flatten(1).sum(1).float()
+    area = pred.flatten(1).sum(1).float()
+    return torch.where(area > 0, inside / area.clamp_min(1), torch.ones_like(area))
+
+
+def sam_loss(out: Decoded, gt: torch.Tensor, absent_weight: float = 1.0,
+             weight: torch.Tensor | None = None,
+             presence_on_target: float = 0.0) -> tuple[torch.Tensor, dict]:
     """SAM 2's loss for N objects: gt (N, 1, S, S) float; empty gt = object absent.
     Compared at half the input side L = S/2 (twice the decoder's resolution): soft
-    (area-averaged) targets, logits upsampled bilinearly."""
+    (area-averaged) targets, logits upsampled bilinearly. ``weight`` (N,) scales each object's
+    terms; ``presence_on_target`` > 0: the presence target is 0 also where the object is
+    visible but less than this share of the chosen candidate's mask lies on it (a mask on
+    the wrong thing: "absent")."""
     present = gt.flatten(1).any(1).float()  # (N,)
     gt = F.avg_pool2d(gt, 2)  # (N, 1, L, L) coverage in [0, 1]
-    logits = F.interpolate(out.multimasks.float(), size=gt.shape[-2:], mode="bilinear",
+    logits = F.interpolate(out.raw.float(), size=gt.shape[-2:], mode="bilinear",
                            align_corners=False)  # (N, M, L, L)
     focal, dice = mask_losses(logits, gt)
     combo = W_FOCAL * focal + W_DICE * dice
     best = combo.argmin(dim=1)
     rows = torch.arange(len(best), device=gt.device)
     iou_err = (out.ious.float() - actual_iou(logits, gt)).abs().mean(1)
+    w = torch.ones_like(present) if weight is None else weight.float()
     denom = present.sum().clamp_min(1)
-    loss_mask = (combo[rows, best] * present).sum() / denom
-    loss_iou = (iou_err * present).sum() / denom
-    weight = torch.where(present > 0, 1.0, absent_weight)
-    loss_obj = (F.binary_cross_entropy_with_logits(out.obj_logits.float()[:, 0], present,
-                                                   reduction="none") * weight).mean()
+    loss_mask = (combo[rows, best] * present * w).sum() / denom
+    loss_iou = (iou_err * present * w).sum() / denom
+    picked = logits[rows, out.best].unsqueeze(1)  # (N, 1, L, L): the tracker's choice
+    chosen = actual_iou(picked, gt)[:, 0]  # no gradient
+    on = on_target(picked, gt)
+    target = present * (on >= presence_on_target).float()
+    w_obj = torch.where(present > 0, 1.0, absent_weight) * w
+    loss_obj = (F.binary_cross_entropy_with_logits(out.object_score_logits.float()[:, 0],
+                                                   target, reduction="none") * w_obj).mean()
     total = loss_mask + W_IOU * loss_iou + W_PRESENCE * loss_obj
-    with torch.no_grad():
-        chosen = actual_iou(logits[rows, out.best].unsqueeze(1), gt)[:, 0]
-        stats = {"mask": float(loss_mask), "iou_l1": float(loss_iou), "obj": float(loss_obj),
-                 "J": float((chosen * present).sum() / denom),
-                 "obj_acc": float(((out.obj_logits[:, 0] > 0).float() == present).float().mean())}
+    with torch.no_grad():  # tensors: read (a device sync) only when logged
+        said = (out.object_score_logits[:, 0] > 0).float()
+        stats = {"mask": loss_mask.detach(), "iou_l1": loss_iou.detach(),
+                 "obj": loss_obj.detach(), "J": (chosen * present).sum() / denom,
+                 "obj_acc": (said == present).float().mean(),
+                 # visible, the mask mostly off it, and called present: "lost and confident"
+                 "lost_conf": (present * (on < 0.5).float() * said).sum() / denom}
     return total, stats
 
 
@@ -366,173 +520,252 @@ def first_prompt(rng, gt: np.ndarray, kind: str, device):
             torch.tensor(lab, dtype=torch.int32, device=device))
 
 
-def use_multimask(cfg: ModelConfig, initial: bool, num_points: int) -> bool:
-    """SAM 2's rule for three candidate masks, as the tracker applies it (``_multimask``)."""
-    return (cfg.multimask_output_in_sam and (initial or cfg.multimask_output_for_tracking)
-            and cfg.multimask_min_pt_num <= num_points <= cfg.multimask_max_pt_num)
+def _add_stats(into: dict, stats: dict, scale: float = 1.0) -> None:
+    for k, v in stats.items():
+        into[k] = into.get(k, 0.0) + v * scale
 
 
 def prompt_and_refine(rng, model, feat, high_res, gt_np, gt, kind: str, refine: bool,
                       first_multimask: bool | None = None):
-    """Decode a first click/box prompt, then (optionally) one corrective click.
+    """Image stage: decode a first click/box prompt, then (optionally) one corrective click.
     ``first_multimask`` None: three candidates for a single click (the image stage trains all
     four mask tokens, as SAM does). Returns the last output and the summed loss and stats."""
     coords, labels = first_prompt(rng, gt_np, kind, feat.device)
     multimask = labels.shape[1] == 1 if first_multimask is None else first_multimask
     out = decode(model, feat, high_res, coords, labels, None, multimask=multimask)
-    loss, stats = sam_loss(model, out, gt)
+    loss, stats = sam_loss(out, gt)
     if refine:
-        coords, labels = _add_clicks(rng, coords, labels, _np_masks(out.low_res, model), gt_np)
-        prev = out.low_res.detach().clamp(-PREV_LOGITS_CLAMP, PREV_LOGITS_CLAMP)
+        coords, labels = _add_clicks(rng, coords, labels, _np_masks(out.low_res_masks, model),
+                                     gt_np)
+        prev = out.low_res_masks.detach().clamp(-PREV_LOGITS_CLAMP, PREV_LOGITS_CLAMP)
         out = decode(model, feat, high_res, coords, labels, prev, multimask=False)
-        loss2, stats2 = sam_loss(model, out, gt)
+        loss2, stats2 = sam_loss(out, gt)
         loss = loss + loss2
         stats = {k: (stats[k] + stats2[k]) / 2 for k in stats}
     return out, loss, stats
 
 
 def image_step(rng, model, batch: ImageBatch, amp) -> tuple[torch.Tensor, dict]:
+    device = model.no_mem_embed.device
     with amp():
-        feats = model.encode_image(batch.images)
-    idx = batch.index
+        feats = model.encode_image(normalise(batch.images, device))
+    idx = batch.index.to(device)
     feat = model.add_no_memory(feats.feat[idx])
     high_res = [h[idx] for h in feats.high_res]
-    gt = torch.from_numpy(batch.gt).to(feat.device).float()[:, None]
+    gt = torch.from_numpy(batch.gt).to(device).float()[:, None]
     kinds = np.where(rng.random(len(idx)) < 0.65, "click", "box")
-    total, stats, parts = 0.0, {}, 0
+    total, stats = 0.0, {}
     for kind in ("click", "box"):
         sel = np.nonzero(kinds == kind)[0]
         if len(sel) == 0:
             continue
-        s = torch.from_numpy(sel).to(feat.device)
+        s = torch.from_numpy(sel).to(device)
         with amp():
             _, loss, st = prompt_and_refine(rng, model, feat[s], [h[s] for h in high_res],
                                             batch.gt[sel], gt[s], kind, refine=True)
         total = total + loss * len(sel) / len(idx)
-        for k, v in st.items():
-            stats[k] = stats.get(k, 0.0) + v * len(sel) / len(idx)
-        parts += 1
+        _add_stats(stats, st, len(sel) / len(idx))
     return total, stats
 
 
-def _assemble(model: SAM2Model, banks: list[MemoryBank], t: int, pos_table: torch.Tensor,
-              recent: bool = True):
-    """Memory tokens of N objects whose banks have the same layout (as the tracker's
-    ``_assemble``, differentiable): tokens, pos (N, M, 64) and the pointer-token count.
-    ``recent=False`` leaves out the recent frames' spatial memories (slots other than 0)."""
-    sels = [b.select(t) for b in banks]
-    if not recent:
-        sels = [MemorySelection([(f, k) for f, k in s.spatial if k == 0], s.pointers)
-                for s in sels]
-    spatial = torch.stack([torch.cat([f.float() for f, _ in s.spatial]) for s in sels])
-    spatial_pos = torch.cat([pos_table[slot] for _, slot in sels[0].spatial])
-    ptrs = torch.stack([torch.stack([p.float() for p, _ in s.pointers]) for s in sels])
-    ago = torch.tensor([a for _, a in sels[0].pointers], device=spatial.device)
-    ptr_pos = model.pointer_pos(ago, model.cfg.max_obj_ptrs)
-    ptr_tokens, ptr_tok_pos = model.pointer_tokens(ptrs, ptr_pos)
-    n = spatial.shape[0]
-    tokens = torch.cat([spatial, ptr_tokens.float()], 1)
-    pos = torch.cat([spatial_pos[None].expand(n, -1, -1).float(), ptr_tok_pos.float()], 1)
-    return tokens, pos, ptr_tokens.shape[1]
+class TrainRuntime:
+    """The runtime interface (engine/runtime/base.py) over a ``SAM2Model`` being trained, for
+    ``TrackingStep``: gradients kept, the model left in its mode, and ``decode`` returning
+    ``Decoded`` (the raw candidates the losses need). ``low_precision``: the image encoder and
+    the memory attention under bfloat16 autocast, as the torch runtime's bf16 precision runs
+    them (engine/runtime/torch_runtime.py); everything else in fp32."""
+
+    name = "train"
+
+    def __init__(self, model: SAM2Model, low_precision: bool = False) -> None:
+        self.model = model
+        self.glue = model
+        self.cfg = model.cfg
+        self.device = model.no_mem_embed.device
+        self.low_precision = low_precision
+
+    def _amp(self):
+        return torch.autocast(self.device.type, dtype=torch.bfloat16,
+                              enabled=self.low_precision)
+
+    def encode_image(self, image: torch.Tensor) -> ImageFeatures:
+        with self._amp():
+            f = self.model.encode_image(image)
+        return ImageFeatures(f.feat.float(), f.pos.float(), [t.float() for t in f.high_res])
+
+    def attend_memory(self, feat, pos, memory, memory_pos, num_obj_ptr_tokens,
+                      memory_valid=None) -> torch.Tensor:
+        with self._amp():
+            out = self.model.attend_memory(feat, pos, memory, memory_pos, num_obj_ptr_tokens,
+                                           memory_valid)
+        return out.float()
+
+    def decode(self, feat, high_res, point_coords, point_labels, mask_logits,
+               multimask: bool) -> Decoded:
+        return decode(self.model, feat, high_res, point_coords, point_labels, mask_logits,
+                      multimask)
+
+    def decode_mask_prompt(self, feat, high_res, mask) -> DecoderOutput:
+        return self.model.decode_mask_prompt(feat, high_res, mask)
+
+    def encode_memory(self, feat, mask_logits_high_res, object_score_logits):
+        return self.model.encode_memory(feat, mask_logits_high_res, object_score_logits)
+
+    def encode_prompt_memory(self, feat, mask_logits_high_res, object_score_logits):
+        return self.model.encode_prompt_memory(feat, mask_logits_high_res, object_score_logits)
 
 
-def _store(banks, t: int, mem: torch.Tensor, ptr: torch.Tensor, prompted: bool) -> None:
-    """Memories (N, 64, h, w) and pointers (N, d) of frame t into each object's bank."""
-    feats = mem.flatten(2).transpose(1, 2)  # (N, 64, h, w) -> (N, hw, 64)
-    for i, bank in enumerate(banks):
-        entry = MemoryEntry(t, feats[i], ptr[i])
-        bank.add_prompted(entry) if prompted else bank.add_tracked(entry)
+def memory_rule(cfg: TrainConfig, model_cfg: ModelConfig) -> float | None:
+    """The admission rule the clip stage trains with (``TrainConfig.memory_rule``)."""
+    from ..config import parse_memory_rule
+
+    rule = parse_memory_rule(cfg.memory_rule)
+    return model_cfg.memory_min_iou if rule == "model" else rule
 
 
-def clip_step(rng, model, batch: ClipBatch, amp, absent_weight: float = 1.0,
-              correct_rate: float = 0.3, burn_in: int = 0,
-              recent_drop: float = 0.0) -> tuple[torch.Tensor, dict]:
-    """One clip batch through the memory path; the loss is the mean over its trained frames.
+def reacquire_weights(visible: np.ndarray, frames: int, extra: float) -> np.ndarray:
+    """(N, T) visibility -> (N, T) loss weights: 1, and ``1 + extra`` on the ``frames`` frames
+    from each one where an object is back in view after at least one frame out of it."""
+    weights = np.ones(visible.shape, np.float32)
+    if extra <= 0 or frames <= 0:
+        return weights
+    back = visible[:, 1:] & ~visible[:, :-1]  # (N, T-1): in view at t+1, not at t
+    for n, t in zip(*np.nonzero(back)):
+        weights[n, t + 1:t + 1 + frames] = 1.0 + extra
+    return weights
 
-    With ``burn_in`` > 0 the first ``burn_in`` frames (the prompted frame 0 among them) are
-    tracked without gradients or losses, so the trained frames condition on a memory bank
-    full of the model's own earlier outputs, drift included, as on a long stream; they cost
-    a forward pass each. ``recent_drop``: the chance that a tracked frame attends to the
-    prompted frames' spatial memories and the object pointers only."""
-    cfg = model.cfg
-    frozen = not any(p.requires_grad for p in model.image_encoder.parameters())
-    with torch.set_grad_enabled(not frozen), amp():
-        feats = model.encode_image(batch.images)
+
+def _drop_recent(selection: MemorySelection) -> MemorySelection:
+    """The prompted frames' spatial memories (slot 0) and every pointer: no recent memories."""
+    return MemorySelection([(f, k) for f, k in selection.spatial if k == 0],
+                           selection.pointers)
+
+
+def _detach_banks(banks: list[MemoryBank]) -> None:
+    for bank in banks:
+        bank.detach()
+
+
+@dataclass
+class ClipResult:
+    """What a clip step leaves: the mean loss of its trained frames (detached), the mean of
+    each statistic, and, per frame, the objects' chosen low-res mask logits (N, 1, 4h, 4w)
+    and the banks (for checks against the tracker)."""
+
+    loss: torch.Tensor
+    stats: dict
+    masks: list[torch.Tensor]
+    banks: list[MemoryBank]
+
+
+def clip_step(rng, model: SAM2Model, batch: ClipBatch, runtime: TrainRuntime,
+              cfg: TrainConfig, kind: str | None = None,
+              prompts: tuple[torch.Tensor, torch.Tensor] | None = None) -> ClipResult:
+    """One clip batch through the tracker's own step (``TrackingStep``): frame 0 prompted,
+    later frames tracked from the banks it fills, with the admission rule of
+    ``cfg.memory_rule``. Under gradients, the loss (the mean over the trained frames, those
+    after ``batch.burn_in``) is backpropagated here, every ``cfg.tbptt`` frames and at the end,
+    the banks cut from the graph after each backward pass (their contents stay).
+
+    ``kind`` ("click", "box" or "mask") and ``prompts`` (coords, labels in model pixels) fix
+    frame 0's prompt (default: drawn), for checks; ``cfg.correct_rate`` and
+    ``cfg.recent_drop`` 0 make the step exactly the tracker's."""
+    device = runtime.device
     n, t_len = batch.frame_of.shape
-    gt_all = torch.from_numpy(batch.gt).to(feats.feat.device).float()  # (N, T, S, S)
-    banks = [MemoryBank(cfg.num_maskmem, cfg.max_obj_ptrs, 4) for _ in range(n)]
-    total, stats, count = 0.0, {}, 0
+    burn_in = batch.burn_in
+    step = TrackingStep(runtime, MAX_COND_FRAMES, memory_rule(cfg, model.cfg), MEMORY_DTYPE)
+    images = normalise(batch.images, device)
+    frame_of = batch.frame_of.to(device)
+    grad = torch.is_grad_enabled()
+    frozen = not any(p.requires_grad for p in model.image_encoder.parameters())
+    if frozen:  # every frame once, without gradients
+        with torch.no_grad():
+            parts = [runtime.encode_image(images[i:i + ENCODE_CHUNK])
+                     for i in range(0, len(images), ENCODE_CHUNK)]
+        feats = ImageFeatures(torch.cat([p.feat for p in parts]),
+                              torch.cat([p.pos for p in parts]),
+                              [torch.cat([p.high_res[k] for p in parts]) for k in range(2)])
 
-    def add(loss, st):
-        nonlocal total, count
-        if not torch.is_grad_enabled():  # a burn-in frame: no loss
-            return
-        total = total + loss
-        count += 1
-        for k, v in st.items():
-            stats[k] = stats.get(k, 0.0) + v
+    def features(t: int) -> ImageFeatures:
+        idx = frame_of[:, t]
+        if frozen:
+            return ImageFeatures(feats.feat[idx], feats.pos[idx], [h[idx] for h in feats.high_res])
+        return runtime.encode_image(images[idx])
 
-    pos_table = None
-    kind = rng.choice(["click", "box", "mask"], p=[0.55, 0.25, 0.2])
-    correct_at = int(rng.integers(max(1, burn_in), t_len)) if rng.random() < correct_rate else -1
+    gt_host = batch.gt.numpy() if isinstance(batch.gt, torch.Tensor) else batch.gt
+    gt_dev = torch.from_numpy(np.ascontiguousarray(gt_host)).to(device)
+    weights = torch.from_numpy(reacquire_weights(gt_host.reshape(n, t_len, -1).any(-1),
+                                                 cfg.reacquire_frames,
+                                                 cfg.reacquire_weight)).to(device)
+    banks = [step.new_bank() for _ in range(n)]
+    kind = kind or str(rng.choice(["click", "box", "mask"], p=[0.55, 0.25, 0.2]))
+    correct_at = (int(rng.integers(max(1, burn_in), t_len))
+                  if t_len > max(1, burn_in) and rng.random() < cfg.correct_rate else -1)
+    trained = max(t_len - burn_in, 1)
+    total, stats, terms = torch.zeros((), device=device), {}, 0
+    masks: list[torch.Tensor] = []
 
-    def frame(t: int) -> None:
-        nonlocal pos_table
-        idx = batch.frame_of[:, t]
-        feat, pos = feats.feat[idx], feats.pos[idx]
-        high_res = [h[idx] for h in feats.high_res]
-        gt, gt_np = gt_all[:, t, None], batch.gt[:, t]
+    def frame(t: int):
+        """Frame t's summed loss (None without one); its masks appended to ``masks``."""
+        nonlocal terms
+        ft = features(t)
+        gt, gt_np = gt_dev[:, t, None].float(), gt_host[:, t]
+        losses = []
         if t == 0:
             if kind == "mask":  # the mask is the output; the decoder only makes the pointer
-                given = model.decode_mask_prompt(feat, high_res, gt)
-                out = Decoded(given.low_res_multimasks, given.ious,
-                              torch.zeros_like(given.ious[:, 0], dtype=torch.long),
-                              given.low_res_masks, given.obj_ptr, given.object_score_logits)
-            else:
-                multi = use_multimask(cfg, True, 1 if kind == "click" else 2)
-                out, loss, st = prompt_and_refine(rng, model, model.add_no_memory(feat),
-                                                  high_res, gt_np, gt, kind,
-                                                  refine=rng.random() < 0.5,
-                                                  first_multimask=multi)
-                add(loss, st)
-            mem, mpos = model.encode_prompt_memory(feat, model.upscale_masks(out.low_res),
-                                                   out.obj_logits)
-            if pos_table is None:
-                pos_table = torch.cat([model.spatial_memory_pos(mpos[:1], s)
-                                       for s in range(cfg.num_maskmem)])
-            _store(banks, t, mem, out.obj_ptr, prompted=True)
-            return
-        recent = not (recent_drop and rng.random() < recent_drop)
-        tokens, mem_pos, n_ptr = _assemble(model, banks, t, pos_table, recent)
-        cond = model.attend_memory(feat, pos, tokens, mem_pos, n_ptr)
-        out = decode(model, cond, high_res, None, None, None,
-                     multimask=use_multimask(cfg, False, 0))
-        loss, st = sam_loss(model, out, gt, absent_weight)
-        add(loss, st)
-        if t == correct_at:  # a corrective click makes this a prompted frame
-            coords = feat.new_zeros(n, 0, 2)
-            labels = torch.zeros(n, 0, dtype=torch.int32, device=feat.device)
-            coords, labels = _add_clicks(rng, coords, labels, _np_masks(out.low_res, model),
-                                         gt_np)
-            prev = out.low_res.detach().clamp(-PREV_LOGITS_CLAMP, PREV_LOGITS_CLAMP)
-            out = decode(model, cond, high_res, coords, labels, prev,
-                         multimask=use_multimask(cfg, False, 1))
-            loss, st = sam_loss(model, out, gt, absent_weight)
-            add(loss, st)
-            mem, _ = model.encode_prompt_memory(feat, model.upscale_masks(out.low_res),
-                                                out.obj_logits)
-            _store(banks, t, mem, out.obj_ptr, prompted=True)
+                out = step.prompt(ft, banks, 0, True, mask=gt)
+                masks.append(out.low_res_masks.detach())
+                return None
+            coords, labels = prompts or first_prompt(rng, gt_np, kind, device)
+            out = step.prompt(ft, banks, 0, True, coords, labels)
+            losses.append(sam_loss(out, gt))
+            if prompts is None and rng.random() < 0.5:  # refined by a corrective click
+                coords, labels = _add_clicks(rng, coords, labels,
+                                             _np_masks(out.low_res_masks, model), gt_np)
+                out = step.prompt(ft, banks, 0, True, coords, labels,
+                                  out.low_res_masks.detach())
+                losses.append(sam_loss(out, gt))
         else:
-            mem, _ = model.encode_memory(feat, model.upscale_masks(out.low_res),
-                                         out.obj_logits)
-            _store(banks, t, mem, out.obj_ptr, prompted=False)
+            drop = cfg.recent_drop and rng.random() < cfg.recent_drop
+            out, _ = step.track(ft, banks, t,
+                                (lambda b, i: _drop_recent(b.select(i))) if drop else None)
+            losses.append(sam_loss(out, gt, cfg.absent_weight, weights[:, t],
+                                   cfg.presence_on_target))
+            if t == correct_at:  # a corrective click makes this a prompted frame
+                coords = ft.feat.new_zeros(n, 0, 2)
+                labels = torch.zeros(n, 0, dtype=torch.int32, device=device)
+                coords, labels = _add_clicks(rng, coords, labels,
+                                             _np_masks(out.low_res_masks, model), gt_np)
+                out = step.prompt(ft, banks, t, False, coords, labels,
+                                  out.low_res_masks.detach())
+                losses.append(sam_loss(out, gt, cfg.absent_weight, weights[:, t]))
+        masks.append(out.low_res_masks.detach())
+        if t < burn_in:
+            return None
+        for _, st in losses:
+            _add_stats(stats, st)
+        terms += len(losses)
+        return sum(loss for loss, _ in losses)
 
-    with amp():
-        for t in range(t_len):
-            with torch.set_grad_enabled(t >= burn_in):
-                frame(t)
-    with torch.enable_grad():  # the trained frames' graph, whatever the caller's grad mode
-        return total / max(count, 1), {k: v / max(count, 1) for k, v in stats.items()}
+    window = None
+    for t in range(t_len):
+        if t == burn_in and t > 0:  # encodings tabulated without gradients: again, with them
+            step.refresh_encodings()
+        with torch.set_grad_enabled(grad and t >= burn_in):
+            loss = frame(t)
+        if loss is not None:
+            window = loss if window is None else window + loss
+        end = t == t_len - 1 or (cfg.tbptt > 0 and t >= burn_in
+                                 and (t - burn_in + 1) % cfg.tbptt == 0)
+        if end and window is not None:
+            total = total + window.detach()
+            if grad and window.requires_grad:
+                (window / trained).backward()
+                _detach_banks(banks)
+                step.refresh_encodings()
+            window = None
+    return ClipResult(total / trained, {k: v / max(terms, 1) for k, v in stats.items()},
+                      masks, banks)
 
 
 @torch.no_grad()
@@ -575,10 +808,14 @@ def init_memory_locality(model: SAM2Model, pairs: int = 8, strength: float = 3.0
 
 
 # -------------------------------------------------------------------------- driver
-def _lr_at(step: int, steps: int, base: float, warmup: int) -> float:
+def _lr_at(step: int, steps: int, base: float, warmup: int, progress: float | None = None) -> float:
+    """Linear warm-up, then a cosine down to 5% of ``base``; ``progress`` (0..1) overrides
+    ``step / steps`` for the cosine (a run under a time limit)."""
     if step < warmup:
         return base * (step + 1) / warmup
-    progress = (step - warmup) / max(1, steps - warmup)
+    if progress is None:
+        progress = (step - warmup) / max(1, steps - warmup)
+    progress = min(max(progress, 0.0), 1.0)
     return base * (0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * progress)))
 
 
@@ -612,13 +849,43 @@ def save_checkpoint(model: SAM2Model, path: Path) -> None:
     tmp.replace(path)
 
 
+def check_config(cfg: TrainConfig) -> None:
+    """Options that cannot work, named with what is expected."""
+    from ..config import parse_memory_rule
+
+    if cfg.world not in WORLDS:
+        raise ValueError(f"world must be one of {', '.join(WORLDS)}, got {cfg.world!r}")
+    parse_memory_rule(cfg.memory_rule)
+    for name in ("clip_batch", "clip_len", "image_batch", "objects_per_clip",
+                 "objects_per_image"):
+        if getattr(cfg, name) < 1:
+            raise ValueError(f"{name} must be at least 1, got {getattr(cfg, name)}")
+    if cfg.tbptt < 0 or cfg.burn_in < 0:
+        raise ValueError("tbptt and burn_in must be >= 0")
+
+
+def _next_step_s(durations) -> float:
+    """Time to keep for one more step and the final save: 1.5 times the median of the recent
+    steps (the first step of a stage, which waits for the workers to start, left out once
+    others are known), plus 5 s."""
+    recent = sorted(list(durations)[1:] or durations)
+    return 1.5 * recent[len(recent) // 2] + 5.0
+
+
 @torch.enable_grad()  # also when called from code that turned gradients off
 def train(cfg: TrainConfig, model_cfg: ModelConfig, out: Path, work: Path, device: str,
           resume: bool = False, log=print, bf16: bool | None = None,
-          init: Path | None = None) -> SAM2Model:
+          init: Path | None = None, workers: int = 0,
+          time_limit_s: float = 0.0) -> SAM2Model:
     """Run both stages (a stage with 0 steps is skipped); ``init``: start from these weights
     (a checkpoint in the official format). ``bf16`` autocast defaults to on for CUDA, off for
-    the CPU (where the casts cost more than they save at these sizes)."""
+    the CPU (where the casts cost more than they save at these sizes). ``workers``: processes
+    drawing the batches ahead (0: drawn here; they are spawned, so a script that calls this
+    with workers needs the ``if __name__ == "__main__":`` guard). ``time_limit_s`` > 0: stop
+    before this many seconds from the call, saving the checkpoint and the state ``resume``
+    continues from."""
+    t0 = time.time()
+    check_config(cfg)
     torch.manual_seed(cfg.seed)
     model = SAM2Model(model_cfg).to(device).train()
     if init is not None:
@@ -627,8 +894,11 @@ def train(cfg: TrainConfig, model_cfg: ModelConfig, out: Path, work: Path, devic
         load_weights(model, read_state_dict(init, expected=model_cfg.name), init, model_cfg)
         log(f"initialised from {init}")
     kind = "cuda" if device.startswith("cuda") else "cpu"
+    if kind == "cuda":  # fp32 parts: TF32 products
+        torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = True
     use_bf16 = kind == "cuda" if bf16 is None else bf16
     amp = lambda: torch.autocast(kind, dtype=torch.bfloat16, enabled=use_bf16)  # noqa: E731
+    runtime = TrainRuntime(model, low_precision=use_bf16)
     stages = [("image", cfg.image_steps, cfg.image_lr), ("clip", cfg.clip_steps, cfg.clip_lr)]
     state_file = work / "train_state.pt"
     start_stage, start_step = 0, 0
@@ -638,7 +908,8 @@ def train(cfg: TrainConfig, model_cfg: ModelConfig, out: Path, work: Path, devic
         model.load_state_dict(saved["model"])
         start_stage, start_step = saved["stage"], saved["step"]
         log(f"resumed at stage {stages[start_stage][0]} step {start_step}")
-    t0 = time.time()
+    deadline = t0 + time_limit_s if time_limit_s > 0 else None
+    stopped = False
     for si, (name, steps, base_lr) in enumerate(stages):
         if si < start_stage or steps == 0:
             continue
@@ -652,37 +923,62 @@ def train(cfg: TrainConfig, model_cfg: ModelConfig, out: Path, work: Path, devic
         first = start_step if si == start_stage else 0
         if name == "clip" and first == 0 and cfg.memory_init:
             probe = sample_clip_batch(np.random.default_rng([cfg.seed, si, 1 << 30]), cfg,
-                                      model_cfg.image_size, device)
-            match_memory_attention_output(model, probe.images)
+                                      model_cfg.image_size)
+            match_memory_attention_output(model, normalise(probe.images, device))
             init_memory_locality(model)
         if saved is not None and si == start_stage and "opt" in saved:
             opt.load_state_dict(saved["opt"])
-        for step in range(first, steps):
-            rng = np.random.default_rng([cfg.seed, si, step])  # data depend on (seed, stage, step)
-            for g in opt.param_groups:
-                g["lr"] = _lr_at(step, steps, base_lr, cfg.warmup) * g["scale"]
-            if name == "image":
-                batch = sample_image_batch(rng, cfg, model_cfg.image_size, device)
-                loss, stats = image_step(rng, model, batch, amp)
-            else:
-                burn_in = int(rng.integers(0, cfg.burn_in + 1)) if cfg.burn_in else 0
-                batch = sample_clip_batch(rng, cfg, model_cfg.image_size, device, burn_in)
-                loss, stats = clip_step(rng, model, batch, amp, cfg.absent_weight,
-                                        cfg.correct_rate, burn_in, cfg.recent_drop)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            gnorm = torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip)
-            opt.step()
-            if step % cfg.log_every == 0 or step == steps - 1:
-                parts = " ".join(f"{k} {v:.4f}" for k, v in stats.items())
-                log(f"{name} {step:5d}/{steps} loss {float(loss.detach()):.4f} {parts} "
-                    f"gnorm {float(gnorm):.2f} lr {opt.param_groups[-1]['lr']:.2e} "
-                    f"elapsed {time.time() - t0:7.0f}s")
-            if (step + 1) % cfg.save_every == 0 or step == steps - 1:
-                work.mkdir(parents=True, exist_ok=True)
-                torch.save({"model": model.state_dict(), "opt": opt.state_dict(), "stage": si,
-                            "step": step + 1}, state_file)
-                save_checkpoint(model, out)
+
+        def save_state(next_step: int) -> None:
+            work.mkdir(parents=True, exist_ok=True)
+            torch.save({"model": model.state_dict(), "opt": opt.state_dict(), "stage": si,
+                        "step": next_step}, state_file)
+            save_checkpoint(model, out)
+
+        durations: deque = deque(maxlen=8)
+        stage_t0, waited, done = time.time(), 0.0, 0
+        with Batches(name, cfg, model_cfg.image_size, si, first, workers) as batches:
+            for step in range(first, steps):
+                if deadline is not None and durations and \
+                        time.time() + _next_step_s(durations) > deadline:
+                    stopped = True
+                    break
+                began = time.time()
+                progress = None
+                if deadline is not None:  # whichever runs out first: steps or time
+                    progress = max((step - cfg.warmup) / max(1, steps - cfg.warmup),
+                                   (began - t0) / time_limit_s)
+                for g in opt.param_groups:
+                    g["lr"] = _lr_at(step, steps, base_lr, cfg.warmup, progress) * g["scale"]
+                batch = batches.get()
+                waited += time.time() - began
+                rng = np.random.default_rng([cfg.seed, si, step, 1])
+                opt.zero_grad(set_to_none=True)
+                if name == "image":
+                    loss, stats = image_step(rng, model, batch, amp)
+                    loss.backward()
+                else:
+                    result = clip_step(rng, model, batch, runtime, cfg)
+                    loss, stats = result.loss, result.stats
+                gnorm = torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip)
+                opt.step()
+                done += 1
+                durations.append(time.time() - began)
+                if step % cfg.log_every == 0 or step == steps - 1:
+                    parts = " ".join(f"{k} {float(v):.4f}" for k, v in stats.items())
+                    spent = time.time() - stage_t0
+                    frames = f" frames {batch.frame_of.shape[1]}" if name == "clip" else ""
+                    log(f"{name} {step:5d}/{steps} loss {float(loss.detach()):.4f} {parts} "
+                        f"gnorm {float(gnorm):.2f} lr {opt.param_groups[-1]['lr']:.2e}{frames} "
+                        f"steps/s {done / spent:.3f} data-wait {waited / spent:.0%} "
+                        f"elapsed {time.time() - t0:7.0f}s")
+                if (step + 1) % cfg.save_every == 0 or step == steps - 1:
+                    save_state(step + 1)
+        if stopped:
+            save_state(step)
+            log(f"time limit: stopped before {name} step {step} of {steps} "
+                f"({done} steps in {time.time() - stage_t0:.0f}s); --resume continues")
+            break
         start_step = 0
     save_checkpoint(model, out)
     log(f"done in {time.time() - t0:.0f}s; wrote {out}")
@@ -702,20 +998,47 @@ def main(argv: list[str] | None = None) -> None:
                    help="CPU threads (torch.set_num_threads); on a shared CPU 1 is fastest")
     p.add_argument("--bf16", choices=("auto", "on", "off"), default="auto",
                    help="bfloat16 autocast (auto: on for CUDA only)")
+    p.add_argument("--workers", type=int, default=0,
+                   help="processes drawing batches ahead of the training loop (0: none)")
+    p.add_argument("--time-limit-s", type=float, default=0.0,
+                   help="stop cleanly before this many seconds, saving checkpoint and state")
+    p.add_argument("--log", type=Path, default=None, help="also write the log to this file")
     for f, v in asdict(TrainConfig()).items():
         kind = (lambda s: s.lower() in ("1", "true", "yes", "on")) if isinstance(v, bool) \
             else type(v)
         p.add_argument("--" + f.replace("_", "-"), type=kind, default=v)
     args = p.parse_args(argv)
     cfg = TrainConfig(**{f: getattr(args, f) for f in asdict(TrainConfig())})
+    try:
+        check_config(cfg)
+    except ValueError as e:
+        p.error(str(e))
+    if args.workers < 0:
+        p.error(f"--workers must be >= 0, got {args.workers}")
     device = ("cuda" if torch.cuda.is_available() else "cpu") if args.device == "auto" \
         else args.device
     torch.set_num_threads(args.threads)
     cv2.setNumThreads(1)
-    print(f"training {COMPACT.name} on {device}: {cfg}", flush=True)
+    log_file = None
+    if args.log is not None:
+        args.log.parent.mkdir(parents=True, exist_ok=True)
+        log_file = args.log.open("a")
+
+    def log(line: str) -> None:
+        print(line, flush=True)
+        if log_file is not None:
+            log_file.write(line + "\n")
+            log_file.flush()
+
+    log(f"training {COMPACT.name} on {device} ({args.workers} data workers, time limit "
+        f"{args.time_limit_s or 'none'}): {cfg}")
     bf16 = None if args.bf16 == "auto" else args.bf16 == "on"
-    train(cfg, COMPACT, args.out, args.work_dir, device, args.resume,
-          log=lambda s: print(s, flush=True), bf16=bf16, init=args.init)
+    try:
+        train(cfg, COMPACT, args.out, args.work_dir, device, args.resume, log=log, bf16=bf16,
+              init=args.init, workers=args.workers, time_limit_s=args.time_limit_s)
+    finally:
+        if log_file is not None:
+            log_file.close()
 
 
 if __name__ == "__main__":
