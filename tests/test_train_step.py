@@ -227,3 +227,21 @@ def test_broad_world_batches():
         n, t = batch.frame_of.shape
         assert t == 4 and batch.images.shape == (2 * 4, 3, 64, 64)
         assert batch.gt.shape == (n, 4, 64, 64) and batch.gt[:, 0].reshape(n, -1).any(1).all()
+
+
+def test_broad_world_image_batches():
+    """The image stage draws from the configured world too: with --world broad, frames of
+    engine.tools.world's training scenes (other sizes than the classic 320x240 among them),
+    each prompted object non-empty at model resolution."""
+    from engine.tools.train import image_frame
+
+    rng = np.random.default_rng(3)
+    shapes = {image_frame(rng, TrainConfig(world="broad"))[0].shape for _ in range(12)}
+    assert len(shapes) > 1  # FRAME_SIZES: the classic world draws 320x240 only
+    rng = np.random.default_rng(3)
+    assert {image_frame(rng, TrainConfig())[0].shape for _ in range(4)} == {(240, 320, 3)}
+    cfg = TrainConfig(world="broad", image_batch=3, objects_per_image=2)
+    batch = make_batch("image", cfg, SMALL.image_size, 1, 5)
+    assert batch.images.shape == (3, 3, 64, 64)
+    assert batch.gt.shape[0] == len(batch.index) >= 3 and batch.gt.reshape(
+        batch.gt.shape[0], -1).any(1).all()

@@ -225,13 +225,25 @@ class ImageBatch:
     gt: np.ndarray  # (N, S, S) bool at model resolution
 
 
+def image_frame(rng, cfg: TrainConfig) -> tuple[np.ndarray, dict[int, np.ndarray]]:
+    """One training frame and its masks from the configured world (``cfg.world``; with
+    "broad", ``cfg.classic_share`` of them from the classic world)."""
+    t = int(rng.integers(0, 12))
+    if cfg.world == "broad" and not (cfg.classic_share and rng.random() < cfg.classic_share):
+        from .world import sample_training_scene
+
+        width, height = FRAME_SIZES[int(rng.integers(len(FRAME_SIZES)))]
+        return sample_training_scene(rng, width, height, t + 1).render(t)
+    scene = random_scene(rng, span=4, start=t + 100)  # no scripted events in view
+    for frame, masks in scene.frames(t + 1):
+        pass
+    return frame, masks
+
+
 def sample_image_batch(rng, cfg: TrainConfig, size: int) -> ImageBatch:
     frames, index, gts = [], [], []
     while len(frames) < cfg.image_batch:
-        t = int(rng.integers(0, 12))
-        scene = random_scene(rng, span=4, start=t + 100)  # no scripted events in view
-        for frame, masks in scene.frames(t + 1):
-            pass
+        frame, masks = image_frame(rng, cfg)
         ids = _targets(masks, min_area=40)
         if not ids:
             continue
