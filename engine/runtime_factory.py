@@ -72,8 +72,11 @@ def _quiet(_line: str) -> None:
 
 
 def _torch(model, device, cache_dir, capacity, compile: bool = False,
-           precision: str = "fp32") -> Runtime:
-    return TorchRuntime(model, device, compile=compile, capacity=capacity, precision=precision)
+           precision: str = "fp32", autocast_parts: tuple[str, ...] | None = None,
+           tf32: bool | None = None) -> Runtime:
+    parts = {} if autocast_parts is None else {"autocast_parts": autocast_parts}
+    return TorchRuntime(model, device, compile=compile, capacity=capacity, precision=precision,
+                        tf32=tf32, **parts)
 
 
 def _onnxruntime(model, device, cache_dir, capacity, threads: int = 0, precision: str = "fp32",

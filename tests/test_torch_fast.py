@@ -237,3 +237,32 @@ def test_gpu_bundle_builds(tmp_path):
     assert size < 60
     assert any(p.name.startswith("_yaml") or "cpython-312" in p.name
                for p in dest.rglob("*.so"))  # the binary parts are CPython 3.12's
+
+
+def test_autocast_parts_narrow_low_precision_to_the_parts_named(model, monkeypatch):
+    """bf16 with autocast on no part is fp32 exactly (the tracked logits equal); on the memory
+    attention only, the prompted frame (no memory yet) is fp32 exactly and later frames are
+    not; an unknown part is refused."""
+    monkeypatch.setenv(torch_runtime.CPU_BF16_ENV, "on")  # bf16 on this CPU whatever its speed
+    frames = _frames(4)
+
+    def prompted_and_tracked(**kw):
+        rt = TorchRuntime(model, "cpu", precision=kw.pop("precision", "bf16"), **kw)
+        tracker = StreamingTracker(model, max_objects=1, max_cond_frames=1, runtime=rt)
+        tracker.track(frames[0])
+        tracker.add_prompt(1, points=[[40, 40]], labels=[1])
+        first = tracker.mask_logits(1)
+        for frame in frames[1:]:
+            tracker.track(frame)
+        return first, tracker.mask_logits(1)
+
+    fp32 = prompted_and_tracked(precision="fp32")
+    none = prompted_and_tracked(autocast_parts=())
+    assert all(np.array_equal(a, b) for a, b in zip(none, fp32))
+    attention = prompted_and_tracked(autocast_parts=("memory_attention",))
+    assert np.array_equal(attention[0], fp32[0])
+    assert not np.array_equal(attention[1], fp32[1])
+    both = prompted_and_tracked()
+    assert not np.array_equal(both[0], fp32[0])  # the image encoder in bf16 moves frame 0
+    with pytest.raises(ValueError, match="decoder"):
+        TorchRuntime(model, "cpu", precision="bf16", autocast_parts=("decoder",))

@@ -326,12 +326,59 @@ def bundled_compact():
     return load_model(bundled_checkpoint("sam2_ros_compact"), "sam2_ros_compact")
 
 
-def make_torch(model, device, precision: str, compiled: bool):
+def make_torch(model, device, precision: str, compiled: bool, autocast_parts=None,
+               tf32: bool | None = None):
     from ..memory_layout import MemoryCapacity
     from ..runtime_factory import make_runtime
 
     return make_runtime("torch", model, device=device, precision=precision, compile=compiled,
-                        capacity=MemoryCapacity.for_bank(model.cfg, 1))
+                        capacity=MemoryCapacity.for_bank(model.cfg, 1),
+                        autocast_parts=autocast_parts, tf32=tf32)
+
+
+# --ablate: (label, precision, autocast parts, TF32 on the fp32 parts)
+ABLATIONS = (("tf32", "tf32", None, True), ("{p}", "{p}", None, True),
+             ("{p}, TF32 off", "{p}", None, False),
+             ("{p} image encoder only", "{p}", ("image_encoder",), True),
+             ("{p} memory attention only", "{p}", ("memory_attention",), True),
+             ("{p} neither part (TF32 only)", "{p}", (), True))
+
+
+def ablate(rep: Report, precisions: tuple[str, ...]) -> None:
+    """Which part of a fast setting moves the compact model's masks: each low precision with
+    autocast on one part only, on neither, and with TF32 off, against device fp32 (eager), on
+    the fast-setting rows' frames. Rows: min IoU over every mask, where, and the largest
+    logit difference there."""
+    import torch
+
+    device = rep.device
+    model = _copy_to(bundled_compact(), device)
+    warm = model.cfg.num_maskmem + 1
+    frames, clicks = make_frames(model.cfg.image_size, 2, warm + 3, seed=2)
+    base = run_ours(make_torch(model, device, "fp32", False), frames, clicks, warm, True)
+    rep.add("## Ablation: which part moves the masks (sam2_ros_compact, eager)")
+    rep.add("")
+    rep.add("| setting | min IoU vs fp32 | where | max logit diff | frame-0 min IoU |")
+    rep.add("| --- | --- | --- | --- | --- |")
+    done = set()
+    for p in precisions:
+        for label, precision, parts, tf32 in ABLATIONS:
+            label, precision = label.format(p=p), precision.format(p=p)
+            if label in done or (precision != "fp32" and not device.startswith("cuda")
+                                 and precision in ("tf32", "fp16")):
+                continue
+            done.add(label)
+            runtime = make_torch(model, device, precision, False, parts, tf32)
+            run = run_ours(runtime, frames, clicks, warm, True)
+            iou = compare_masks(run, base, nontrivial=False)[0]
+            first = min(mask_iou(run.masks[0][i], base.masks[0][i]) for i in base.masks[0])
+            diff = compare_logits(run, base)[0]
+            rep.add(f"| {label} | {iou:.4f} | {worst_mask(run, base)} | {diff:.3f} | "
+                    f"{first:.4f} |")
+            del runtime
+            if torch.device(device).type == "cuda":
+                torch.cuda.empty_cache()
+    rep.add("")
 
 
 def _copy_to(model, device):
@@ -631,6 +678,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--bundle", type=Path, default=BUNDLE,
                    help="the folder make gpu-bundle builds (default .gpu_bundle/)")
     p.add_argument("--skip-speed", action="store_true", help="fidelity checks only")
+    p.add_argument("--ablate", action="store_true",
+                   help="only the ablation rows (which part of bf16 / fp16 moves the compact "
+                        "model's masks), a minute on a GPU")
     p.add_argument("--cases", default="compact,tiny",
                    help="fidelity models, comma-separated: compact, tiny (default both)")
     p.add_argument("--settings", default=None,
@@ -689,6 +739,12 @@ def main(argv: list[str] | None = None) -> int:
                 f"{QUICK_CPU_COMPILE} (graph capture, guards, recompilations; no inductor "
                 "code generation).")
     rep.add("")
+    if args.ablate:
+        ablate(rep, tuple(label for label in ("bf16", "fp16")
+                          if label in {s[0] for s in settings}))
+        rep.write()
+        print(f"wrote {args.out}")
+        return 0
     fidelity(rep, settings, args.quick, dirs, cases)
     if not args.skip_speed:
         speed(rep, args, speed_settings, settings, dirs)

@@ -10,6 +10,10 @@ Precisions (``precision``):
   fp32 (``engine.model.rope.rotate``). The mask decoder (with the Fourier click features and
   the presence head), the memory encoder (hand-written LayerNorm2d, the mask sigmoid) and every
   output the tracker keeps stay fp32 (TF32 products on CUDA). fp16 is CUDA only.
+  ``autocast_parts`` narrows autocast to some of those two parts (``"image_encoder"``,
+  ``"memory_attention"``) and ``tf32=False`` keeps the fp32 parts in IEEE fp32, to find which
+  one moves the masks (``engine/benchmarks/gpu.py --ablate``); the defaults are both parts
+  and TF32.
 
 bf16 on a CPU is taken only where it is faster: the first bf16 runtime of a process measures
 one bfloat16 autocast matrix product of the memory attention's shape against fp32
@@ -78,6 +82,7 @@ CPU_BF16_ENV = "SAM2_ROS_CPU_BF16"
 # would silently fall back to eager past it.
 RECOMPILE_LIMIT = 64
 LOW_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
+AUTOCAST_PARTS = ("image_encoder", "memory_attention")  # what bf16 / fp16 run under autocast
 # torch.compile backends ``compile`` may name: "inductor" (what True means: generated kernels,
 # CUDA graphs on a GPU) and "aot_eager" (graph capture and guards without code generation:
 # minutes faster to compile, for checks on machines where inductor's compile is too slow).
@@ -166,7 +171,9 @@ class TorchRuntime:
     PRECISIONS = TABLE["torch"].precisions
 
     def __init__(self, model: SAM2Model, device=None, compile: bool | str = False,
-                 capacity: MemoryCapacity | None = None, precision: str = "fp32") -> None:
+                 capacity: MemoryCapacity | None = None, precision: str = "fp32",
+                 autocast_parts: tuple[str, ...] = AUTOCAST_PARTS,
+                 tf32: bool | None = None) -> None:
         device = torch.device(device) if device is not None else next(model.parameters()).device
         if precision not in self.PRECISIONS:
             raise InputError(f"precision {precision!r} is not supported by the torch runtime; "
@@ -198,7 +205,13 @@ class TorchRuntime:
                              f"{', '.join(COMPILE_BACKENDS)}; got {compile!r}")
         self.compiled = "inductor" if compile is True else compile
         self._low = LOW_DTYPES.get(precision)
-        self._tf32 = precision != "fp32"  # the fast settings use TF32 where they stay fp32
+        unknown = set(autocast_parts) - set(AUTOCAST_PARTS)
+        if unknown:
+            raise InputError(f"autocast_parts: {', '.join(sorted(unknown))} unknown; use some "
+                             f"of {', '.join(AUTOCAST_PARTS)}")
+        self.autocast_parts = tuple(autocast_parts)
+        # the fast settings use TF32 where they stay fp32 (``tf32=False``: not, for ablations)
+        self._tf32 = precision != "fp32" if tf32 is None else tf32 and precision != "fp32"
         self._cuda_graphs = self.compiled == "inductor" and device.type == "cuda"
         # Eager attention takes any memory length; the compiled one a bucket of the capacity.
         self.capacity = (capacity or MemoryCapacity.for_bank(model.cfg, MAX_COND_FRAMES)
@@ -208,10 +221,11 @@ class TorchRuntime:
             self._compile()
 
     # ------------------------------------------------------------------ precision
-    def _amp(self):
-        """Autocast for the heavy parts (a no-op in fp32 / tf32)."""
+    def _amp(self, part: str):
+        """Autocast for the heavy part ``part`` (a no-op in fp32 / tf32, or for a part left
+        out of ``autocast_parts``)."""
         return torch.autocast(self.device.type, dtype=self._low or torch.bfloat16,
-                              enabled=self._low is not None)
+                              enabled=self._low is not None and part in self.autocast_parts)
 
     def _mode(self):
         return _tf32(self.device, self._tf32)
@@ -237,17 +251,19 @@ class TorchRuntime:
         # The steps close over the model and plain values only, so a second runtime on the
         # same model and precision finds the graphs already compiled.
         model, device_type = self.model, self.device.type
-        amp_dtype, amp_on = self._low or torch.bfloat16, self._low is not None
+        amp_dtype = self._low or torch.bfloat16
+        amp_enc = self._low is not None and "image_encoder" in self.autocast_parts
+        amp_att = self._low is not None and "memory_attention" in self.autocast_parts
 
         def encode(image):
-            with torch.autocast(device_type, dtype=amp_dtype, enabled=amp_on):
+            with torch.autocast(device_type, dtype=amp_dtype, enabled=amp_enc):
                 f = model.encode_image(image)
             return f.feat.float(), f.pos.float(), [t.float() for t in f.high_res]
 
         def attend(feat, pos, memory, memory_pos, valid, num_obj_ptr_tokens: int):
             b = memory.shape[0]
             feat, pos = feat.expand(b, -1, -1, -1), pos.expand(b, -1, -1, -1)
-            with torch.autocast(device_type, dtype=amp_dtype, enabled=amp_on):
+            with torch.autocast(device_type, dtype=amp_dtype, enabled=amp_att):
                 out = model.attend_memory(feat, pos, memory, memory_pos, num_obj_ptr_tokens,
                                           valid)
             return out.float()
@@ -285,7 +301,7 @@ class TorchRuntime:
         return bucket.spatial, bucket.pointers
 
     def _encode_eager(self, image: Tensor) -> ImageFeatures:
-        with self._amp():
+        with self._amp("image_encoder"):
             f = self.model.encode_image(image)
         if self._low is None:
             return f
@@ -328,7 +344,7 @@ class TorchRuntime:
 
     def _attend_eager(self, feat: Tensor, pos: Tensor, memory: Tensor, memory_pos: Tensor,
                       num_obj_ptr_tokens: int, memory_valid: Tensor | None) -> Tensor:
-        with self._amp():
+        with self._amp("memory_attention"):
             out = self.model.attend_memory(feat, pos, memory, memory_pos, num_obj_ptr_tokens,
                                            memory_valid)
         return out.float()
