@@ -32,6 +32,7 @@ from .graph_spec import PART_NAMES
 from .memory_layout import MemoryCapacity
 from .model.glue import TrackingGlue
 from .runtime import Runtime, TorchRuntime
+from .runtime.torch_runtime import AUTOCAST_PARTS
 from .runtime.precision_check import (FP16_TOLERANCE, PartCheck, check_fp16_parts,
                                       load_verdict, save_verdict, verdict_key)
 
@@ -74,9 +75,9 @@ def _quiet(_line: str) -> None:
 def _torch(model, device, cache_dir, capacity, compile: bool = False,
            precision: str = "fp32", autocast_parts: tuple[str, ...] | None = None,
            tf32: bool | None = None) -> Runtime:
-    parts = {} if autocast_parts is None else {"autocast_parts": autocast_parts}
     return TorchRuntime(model, device, compile=compile, capacity=capacity, precision=precision,
-                        tf32=tf32, **parts)
+                        autocast_parts=AUTOCAST_PARTS if autocast_parts is None
+                        else autocast_parts, tf32=tf32)
 
 
 def _onnxruntime(model, device, cache_dir, capacity, threads: int = 0, precision: str = "fp32",

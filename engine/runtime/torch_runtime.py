@@ -211,7 +211,7 @@ class TorchRuntime:
                              f"of {', '.join(AUTOCAST_PARTS)}")
         self.autocast_parts = tuple(autocast_parts)
         # the fast settings use TF32 where they stay fp32 (``tf32=False``: not, for ablations)
-        self._tf32 = precision != "fp32" if tf32 is None else tf32 and precision != "fp32"
+        self._tf32 = precision != "fp32" and tf32 is not False
         self._cuda_graphs = self.compiled == "inductor" and device.type == "cuda"
         # Eager attention takes any memory length; the compiled one a bucket of the capacity.
         self.capacity = (capacity or MemoryCapacity.for_bank(model.cfg, MAX_COND_FRAMES)
