@@ -38,6 +38,7 @@ class CLIError(InputError):
 # ------------------------------------------------------------------------------ parsing
 def parse_prompt_arg(kind: str, text: str, default_frame: int):
     """``OBJ:...[@FRAME]`` of --point / --box / --mask -> an ``engine.video.FramePrompt``."""
+    from .prompts import Prompt
     from .video import FramePrompt
 
     body, frame = text, default_frame
@@ -49,17 +50,17 @@ def parse_prompt_arg(kind: str, text: str, default_frame: int):
         raise CLIError(f"--{kind} {text!r}: expected OBJ:{_SYNTAX[kind]}")
     obj_id = _int(obj, f"--{kind} {text!r}: object id")
     if kind == "mask":
-        return FramePrompt(obj_id, frame, mask=_read_mask(rest))
+        return FramePrompt(obj_id, frame, Prompt(mask=_read_mask(rest)))
     fields = rest.split(":")
     numbers = _floats(fields[0], f"--{kind} {text!r}")
     if kind == "box":
         if len(fields) != 1 or len(numbers) != 4:
             raise CLIError(f"--box {text!r}: expected OBJ:X0,Y0,X1,Y1")
-        return FramePrompt(obj_id, frame, box=tuple(numbers))
+        return FramePrompt(obj_id, frame, Prompt(box=tuple(numbers)))
     if len(fields) > 2 or len(numbers) != 2:
         raise CLIError(f"--point {text!r}: expected OBJ:X,Y or OBJ:X,Y:LABEL")
     label = _int(fields[1], f"--point {text!r}: label") if len(fields) == 2 else 1
-    return FramePrompt(obj_id, frame, points=[tuple(numbers)], labels=[label])
+    return FramePrompt(obj_id, frame, Prompt(points=[tuple(numbers)], labels=[label]))
 
 
 _SYNTAX = {"point": "X,Y[:LABEL][@FRAME]", "box": "X0,Y0,X1,Y1[@FRAME]",

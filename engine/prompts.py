@@ -1,10 +1,14 @@
-"""Checking user prompts and turning them into what SAM 2's prompt encoder takes.
+"""The user's prompt, checked once and turned into what SAM 2's prompt encoder takes.
 
-A prompt is given in the pixel frame of the image the user saw (x right, y down, 0..W, 0..H):
-clicks with labels (1 = on the object, 0 = not on it), a box (x0, y0, x1, y1), or a mask of the
-frame's size. Every check raises ``InputError`` (a ValueError, see ``engine/errors.py``) with
-a message that says what was wrong and what was expected; nothing is converted before
-everything is checked.
+A ``Prompt`` is given in the pixel frame of the image the user saw (x right, y down, 0..W,
+0..H): clicks with labels (1 = on the object, 0 = not on it), a box (x0, y0, x1, y1), or a
+mask of the frame's size. It is plain data: the tracker, the ROS node (``sam2_ros/``) and the
+command line (``engine/video.py``) all build this one type. ``check_prompt`` is the one place a
+prompt is checked: every check raises ``InputError`` (a ValueError, see ``engine/errors.py``)
+with a message that says what was wrong and what was expected; nothing is converted before
+everything is checked. Its result, a ``CheckedPrompt``, is what the tracker applies
+(``StreamingTracker.apply_prompt``), so a caller that checks a prompt early (to refuse it
+before any other work) hands the checked result on and nothing checks it again.
 
 Conversion follows SAM 2's video predictor: coordinates are scaled to the square model input
 (``p / (W, H) * image_size``), a box travels as two corner clicks labelled 2 and 3 placed before
@@ -12,7 +16,8 @@ any clicks, and a mask is resized to the model input (bilinear, antialiased, >= 
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+from typing import Any
 
 import numpy as np
 import torch
@@ -29,13 +34,47 @@ MAX_POINTS = 64
 
 @dataclass(frozen=True)
 class Prompt:
-    """A checked prompt in model-input coordinates: either clicks (and/or a box) or a mask.
+    """What a user gives for one object on one frame, in that frame's pixels (not yet checked).
+
+    points: (N, 2) as (x, y) (a bare (x, y) is one click) with labels (N,) 1/0; box:
+    (x0, y0, x1, y1); mask: (H, W), nonzero pixels are the object. Clicks and a box may go
+    together; a mask goes alone. Any array-like will do: ``check_prompt`` says what is wrong.
+    """
+
+    points: Any = None
+    labels: Any = None
+    box: Any = None
+    mask: Any = None
+
+    def describe(self) -> str:
+        """What the prompt holds, in words ("2 positive / 1 negative click(s) and a box")."""
+        parts = []
+        if self.points is not None and self.labels is not None:
+            labels = np.asarray(self.labels).reshape(-1)
+            if len(labels):
+                pos = int((labels == POSITIVE).sum())
+                parts.append(f"{pos} positive / {len(labels) - pos} negative click(s)")
+        if self.box is not None:
+            parts.append("a box")
+        if self.mask is not None:
+            parts.append(f"a mask of {int(np.count_nonzero(self.mask))} px")
+        return " and ".join(parts) or "nothing"
+
+
+@dataclass(frozen=True)
+class CheckedPrompt:
+    """A prompt that passed ``check_prompt`` for frames of ``frame_hw`` = (H, W), in the
+    coordinates of a model input of ``image_size`` pixels: either clicks (and/or a box) or a
+    mask.
 
     coords: (1, N, 2) float32 model-input pixels, box corners first; labels: (1, N) int32;
     has_box: whether the first two clicks are a box (a box replaces earlier clicks);
-    mask: (1, 1, S, S) float32 in {0, 1}.
+    mask: (1, 1, S, S) float32 in {0, 1}; prompt: the user's prompt it was made from.
     """
 
+    prompt: Prompt
+    frame_hw: tuple[int, int]
+    image_size: int
     coords: torch.Tensor | None = None
     labels: torch.Tensor | None = None
     has_box: bool = False
@@ -44,6 +83,17 @@ class Prompt:
     @property
     def num_points(self) -> int:
         return 0 if self.labels is None else int(self.labels.shape[1])
+
+    def describe(self) -> str:
+        return self.prompt.describe()
+
+    def to(self, device: torch.device | str) -> "CheckedPrompt":
+        """The same prompt with its tensors on ``device`` (itself when they are there)."""
+        tensors = {k: getattr(self, k) for k in ("coords", "labels", "mask")}
+        moved = {k: t.to(device) for k, t in tensors.items() if t is not None}
+        if all(moved[k] is tensors[k] for k in moved):
+            return self
+        return replace(self, **moved)
 
 
 def check_object_id(obj_id) -> int:
@@ -120,14 +170,22 @@ def _check_mask(mask, height: int, width: int) -> np.ndarray:
     return arr != 0
 
 
-def parse_prompt(points=None, labels=None, box=None, mask=None, *, frame_hw: tuple[int, int],
-                 image_size: int, device: torch.device | str = "cpu") -> Prompt:
-    """Check a prompt given on a frame of size ``frame_hw`` = (H, W) and convert it."""
+def check_prompt(prompt: Prompt, frame_hw: tuple[int, int], image_size: int,
+                 device: torch.device | str = "cpu") -> CheckedPrompt:
+    """Check ``prompt``, made on a frame of ``frame_hw`` = (H, W), and convert it for a model
+    input of ``image_size`` pixels (tensors on ``device``). The one check of a prompt."""
+    if not isinstance(prompt, Prompt):
+        raise InputError(f"a prompt must be an engine.prompts.Prompt, got "
+                         f"{type(prompt).__name__}")
+    points, labels, box, mask = prompt.points, prompt.labels, prompt.box, prompt.mask
     height, width = frame_hw
+    made_for = {"prompt": prompt, "frame_hw": (int(height), int(width)),
+                "image_size": int(image_size)}
     if mask is not None:
         if points is not None or labels is not None or box is not None:
             raise InputError("give either a mask or clicks/box on one call, not both")
-        return Prompt(mask=_mask_to_model(_check_mask(mask, height, width), image_size, device))
+        return CheckedPrompt(**made_for, mask=_mask_to_model(_check_mask(mask, height, width),
+                                                             image_size, device))
     xy, lab = _check_points(points, labels, height, width)
     corners = _check_box(box, height, width) if box is not None else None
     if corners is None and len(xy) == 0:
@@ -138,7 +196,8 @@ def parse_prompt(points=None, labels=None, box=None, mask=None, *, frame_hw: tup
     coords = torch.tensor(xy, dtype=torch.float32)[None]  # (1, N, 2)
     coords = coords / torch.tensor([width, height], dtype=torch.float32) * image_size
     labels_t = torch.tensor(lab, dtype=torch.int32)[None]  # (1, N)
-    return Prompt(coords.to(device), labels_t.to(device), has_box=corners is not None)
+    return CheckedPrompt(**made_for, coords=coords.to(device), labels=labels_t.to(device),
+                         has_box=corners is not None)
 
 
 def _mask_to_model(mask: np.ndarray, image_size: int, device) -> torch.Tensor:

@@ -7,7 +7,8 @@ length and the padding is masked out of the attention. That computation is writt
 ``engine.tracking_step.TrackingStep``, which training (engine/tools/train.py) runs with
 gradients: this class owns the objects, their interaction state and the current frame.
 
-Prompts (``add_prompt``) apply to the most recently tracked frame. A new object id starts a new
+Prompts (``add_prompt``; ``apply_prompt`` takes one ``engine.prompts.Prompt``, or one already
+checked) apply to the most recently tracked frame. A new object id starts a new
 object there (decoded without memory, as SAM 2 does on an initial conditioning frame); more
 clicks on an object refine it on that frame (clicks accumulate, the previous mask logits are fed
 back). Either way the frame becomes a prompted (conditioning) frame of that object.
@@ -45,7 +46,7 @@ from .memory_bank import MemoryBank
 from .model.sam2 import DecoderOutput, ImageFeatures, SAM2Model
 from .runtime import Runtime, TorchRuntime
 from .errors import InputError, UnknownName
-from .prompts import Prompt, check_object_id, parse_prompt
+from .prompts import CheckedPrompt, Prompt, check_object_id, check_prompt
 from .tracking_step import (IMAGENET_MEAN, IMAGENET_STD, MEMORY_DTYPE, MEMORY_DTYPES,
                             PREV_LOGITS_CLAMP, TrackingStep, normalise, resize_frame)
 
@@ -216,17 +217,23 @@ class StreamingTracker:
                 results = self._results(ids, out)
             return FrameResult(self._frame.index, results)
 
-    @torch.inference_mode()
     def add_prompt(self, obj_id: int, points=None, labels=None, box=None,
                    mask=None) -> ObjectResult:
         """Prompt object ``obj_id`` on the current frame: clicks ``points`` (N, 2) as (x, y)
         pixels with ``labels`` (N,) 1/0, and/or a ``box`` (x0, y0, x1, y1), or a ``mask`` (H, W).
-        A new id starts a new object; a known one is refined. Returns its result on this frame."""
+        A new id starts a new object; a known one is refined. Returns its result on this frame.
+        The same as ``apply_prompt(obj_id, Prompt(points, labels, box, mask))``."""
+        return self.apply_prompt(obj_id, Prompt(points, labels, box, mask))
+
+    @torch.inference_mode()
+    def apply_prompt(self, obj_id: int, prompt: Prompt | CheckedPrompt) -> ObjectResult:
+        """``add_prompt`` with the prompt as one value (engine/prompts.py): a ``Prompt`` is
+        checked here; a ``CheckedPrompt`` (already checked by ``check_prompt`` for frames of
+        this frame's size and this model's input size) is applied without a second check."""
         with self._lock:
             frame = self._require_frame()
             obj_id = check_object_id(obj_id)
-            prompt = parse_prompt(points, labels, box, mask, frame_hw=(frame.height, frame.width),
-                                  image_size=self.cfg.image_size, device=self.device)
+            prompt = self._checked(prompt, frame)
             obj = self._objects.get(obj_id)
             if obj is None:
                 obj = self._new_object(obj_id)
@@ -260,7 +267,7 @@ class StreamingTracker:
         return out
 
     def _decode_prompt(self, bank: MemoryBank, inputs: _FrameInputs,
-                       prompt: Prompt) -> tuple[DecoderOutput, _FrameInputs]:
+                       prompt: CheckedPrompt) -> tuple[DecoderOutput, _FrameInputs]:
         """Decode one object's prompt on the current frame and store it in its bank as a
         prompted frame; returns its output and new state."""
         feats, index = self._frame.features, self._frame.index
@@ -295,6 +302,20 @@ class StreamingTracker:
 
     def _stage(self, name: str):
         return self._clock.stage(name) if self._clock is not None else nullcontext()
+
+    def _checked(self, prompt: Prompt | CheckedPrompt, frame: _Frame) -> CheckedPrompt:
+        """``prompt`` checked for ``frame`` (a Prompt), or a CheckedPrompt made for it."""
+        if not isinstance(prompt, CheckedPrompt):
+            return check_prompt(prompt, (frame.height, frame.width), self.cfg.image_size,
+                                self.device)
+        if prompt.frame_hw != (frame.height, frame.width) or \
+                prompt.image_size != self.cfg.image_size:
+            h, w = prompt.frame_hw
+            raise InputError(f"the prompt was checked for a {w}x{h} frame and a "
+                             f"{prompt.image_size} px model input, but the current frame is "
+                             f"{frame.width}x{frame.height} and the model input "
+                             f"{self.cfg.image_size} px: check it for this frame")
+        return prompt.to(self.device)
 
     def _require_frame(self) -> _Frame:
         if self._frame is None:

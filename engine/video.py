@@ -1,17 +1,18 @@
 """Tracking a video file: frames in, prompts applied on the frames they name, results out.
 
     frames = read_video("clip.mp4")
-    prompts = [FramePrompt(obj_id=1, frame=0, points=[(120, 80)], labels=[1])]
+    prompts = [FramePrompt(obj_id=1, frame=0, prompt=Prompt(points=[(120, 80)], labels=[1]))]
     for step in track_video(tracker, frames, prompts, clock):
         step.index, step.objects[1].mask, step.times.total
 
 Prompts are grouped per (frame, object): every click and the box given for one object on one
-frame go into a single ``add_prompt`` call after that frame is tracked, so the object's result
-on that frame is the prompted one. Frames are read one at a time (nothing is read ahead).
+frame go into a single prompt (``engine.prompts.Prompt``), applied after that frame is tracked,
+so the object's result on that frame is the prompted one. Frames are read one at a time
+(nothing is read ahead).
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable, Iterator
 
@@ -20,43 +21,42 @@ import numpy as np
 
 from .timing import FrameTimes, StageClock
 from .errors import InputError
+from .prompts import Prompt
 
 
-@dataclass
+@dataclass(frozen=True)
 class FramePrompt:
     """What the user gave for object ``obj_id`` on frame ``frame`` (pixels of that frame)."""
 
     obj_id: int
-    frame: int = 0
-    points: list[tuple[float, float]] = field(default_factory=list)
-    labels: list[int] = field(default_factory=list)
-    box: tuple[float, float, float, float] | None = None
-    mask: np.ndarray | None = None
-
-    def kwargs(self) -> dict:
-        """Keyword arguments of ``StreamingTracker.add_prompt``."""
-        if self.mask is not None:
-            return {"mask": self.mask}
-        out = {"box": self.box}
-        if self.points:
-            out.update(points=self.points, labels=self.labels)
-        return out
+    frame: int
+    prompt: Prompt
 
 
 def merge_prompts(prompts: Iterable[FramePrompt]) -> dict[int, list[FramePrompt]]:
     """{frame: [one prompt per object]}: clicks of one object on one frame accumulate; a later
-    box or mask for it replaces an earlier one."""
-    merged: dict[tuple[int, int], FramePrompt] = {}
+    box or mask for it replaces an earlier one, and a mask, which goes alone, wins."""
+    grouped: dict[tuple[int, int], list[Prompt]] = {}
     for p in prompts:
-        m = merged.setdefault((p.frame, p.obj_id), FramePrompt(p.obj_id, p.frame))
-        m.points = m.points + list(p.points)
-        m.labels = m.labels + list(p.labels)
-        m.box = p.box if p.box is not None else m.box
-        m.mask = p.mask if p.mask is not None else m.mask
+        grouped.setdefault((p.frame, p.obj_id), []).append(p.prompt)
     by_frame: dict[int, list[FramePrompt]] = {}
-    for (frame, _), p in sorted(merged.items()):
-        by_frame.setdefault(frame, []).append(p)
+    for (frame, obj_id), group in sorted(grouped.items(), key=lambda kv: kv[0]):
+        by_frame.setdefault(frame, []).append(FramePrompt(obj_id, frame, _merged(group)))
     return by_frame
+
+
+def _merged(group: list[Prompt]) -> Prompt:
+    """One object's prompts on one frame as one (see ``merge_prompts``); checked later, by the
+    tracker, like any prompt."""
+    masks = [g.mask for g in group if g.mask is not None]
+    if masks:
+        return Prompt(mask=masks[-1])
+    if len(group) == 1:
+        return group[0]
+    points = [xy for g in group if g.points is not None for xy in g.points]
+    labels = [v for g in group if g.labels is not None for v in g.labels]
+    boxes = [g.box for g in group if g.box is not None]
+    return Prompt(points or None, labels or None, boxes[-1] if boxes else None)
 
 
 @dataclass
@@ -140,5 +140,5 @@ def track_video(tracker, frames: Iterable[np.ndarray], prompts: Iterable[FramePr
         with clock.frame() as times:
             objects = dict(tracker.track(frame).objects)
             for p in here:
-                objects[p.obj_id] = tracker.add_prompt(p.obj_id, **p.kwargs())
+                objects[p.obj_id] = tracker.apply_prompt(p.obj_id, p.prompt)
         yield TrackedFrame(index, frame, objects, times, [p.obj_id for p in here])

@@ -1,4 +1,4 @@
-"""sensor_msgs images <-> numpy without cv_bridge, and prompt requests -> checked arrays.
+"""sensor_msgs images <-> numpy without cv_bridge, and prompt requests -> engine prompts.
 
 Inputs are decoded to (H, W, 3) uint8 RGB, the tracker's format; every failure raises the
 engine's ``InputError`` (``engine/errors.py``, a ValueError with a ``kind``) whose message says
@@ -8,13 +8,11 @@ Nothing here imports rclpy: messages are only read and filled by attribute.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import cv2
 import numpy as np
 
 from engine.errors import InputError
-from engine.prompts import MAX_POINTS
+from engine.prompts import MAX_POINTS, Prompt
 
 
 # encoding -> (channels, dtype, cv2 conversion to RGB or None when already RGB / special)
@@ -183,35 +181,12 @@ def label_image(masks: dict[int, np.ndarray], labels: dict[int, int], shape: tup
     return out
 
 
-@dataclass(frozen=True)
-class Prompt:
-    """An AddPrompt request as the arguments of ``StreamingTracker.add_prompt`` (pixels of the
-    frame it was made on). The engine checks the values (inside the frame, finite, labels 0/1,
-    box order, mask xor clicks) and says what is wrong; here only the message's structure."""
-
-    points: np.ndarray | None  # (N, 2) float32 x, y
-    labels: np.ndarray | None  # (N,) int32, 1 positive / 0 negative
-    box: np.ndarray | None  # (4,) float32 x0, y0, x1, y1
-    mask: np.ndarray | None  # (H, W) bool
-
-    def kwargs(self) -> dict:
-        return {"points": self.points, "labels": self.labels, "box": self.box, "mask": self.mask}
-
-    def describe(self) -> str:
-        parts = []
-        if self.points is not None:
-            pos = int((self.labels == 1).sum())
-            parts.append(f"{pos} positive / {len(self.labels) - pos} negative click(s)")
-        if self.box is not None:
-            parts.append("a box")
-        if self.mask is not None:
-            parts.append(f"a mask of {int(self.mask.sum())} px")
-        return " and ".join(parts) or "nothing"
-
-
 def prompt_from_request(req, frame_shape: tuple[int, int]) -> Prompt:
-    """An AddPrompt request for a frame of (H, W) pixels -> Prompt; InputError says why not.
-    Sizes are checked before anything is converted."""
+    """An AddPrompt request for a frame of (H, W) pixels -> the engine's Prompt
+    (engine/prompts.py), pixel arrays: points (N, 2) float32, labels (N,) int32, box (4,)
+    float32, mask (H, W) bool. InputError says why not. Only the message's structure is
+    checked here (sizes first, before anything is converted); the values (inside the frame,
+    finite, labels 1/0, box order, mask xor clicks) are the engine's ``check_prompt``'s."""
     h, w = frame_shape
     check_prompt_size(req)
     xs = np.asarray(req.points_x, np.float32)

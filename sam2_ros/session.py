@@ -16,7 +16,7 @@ from typing import Any, Callable
 
 import numpy as np
 
-from engine.prompts import parse_prompt
+from engine.prompts import CheckedPrompt, Prompt, check_prompt
 from engine.replay import carry_forward
 from engine.tracker import ObjectResult
 
@@ -207,14 +207,15 @@ class TrackingSession:
         window is counted from then). Raises InputError / ValueError / KeyError with the
         reason; then no object and no label has changed."""
         target, note = self._target_frame(stamp_ns, asked_at)
-        return self._apply(obj_id, request, target, note)
+        return self._apply(obj_id, prompt_from_request(request, target.rgb.shape[:2]), target,
+                           note)
 
     def click(self, x: float, y: float, positive: bool, stamp_ns: int,
               asked_at: float | None = None) -> PromptOutcome:
         """A click on the frame stamped ``stamp_ns`` (0: the newest): a positive click refines
         the object under it or starts a new one, a negative click takes the spot from the
         object under it (sam2_ros/topic_prompts.py). Raises like ``prompt``."""
-        request = click_prompt(x, y, positive)
+        prompt = click_prompt(x, y, positive)
         target, note = self._target_frame(stamp_ns, asked_at)
         labels = self.labels
         masks = {i: m for i, m in (target.masks or {}).items() if i in labels}
@@ -224,7 +225,7 @@ class TrackingSession:
                              f"{sorted(labels)}); a negative click removes a part of the "
                              "object it lands on", "negative_click_on_nothing")
         obj_id = under if under is not None else next_object_id(labels)
-        return self._apply(obj_id, request, target, note)
+        return self._apply(obj_id, prompt, target, note)
 
     def detections(self, detections: list[Detection], stamp_ns: int, match_iou: float,
                    min_score: float, asked_at: float | None = None) -> list[DetectionOutcome]:
@@ -249,22 +250,22 @@ class TrackingSession:
             out.append(DetectionOutcome(p.detection, p, done, None))
         return out
 
-    def _apply(self, obj_id: int, request: Any, target: Frame, note: str) -> PromptOutcome:
-        prompt = prompt_from_request(request, target.rgb.shape[:2])
-        # The engine's own checks (inside the frame, finite, ...) before any replay work.
-        parse_prompt(**prompt.kwargs(), frame_hw=target.rgb.shape[:2],
-                     image_size=self.engine.tracker.cfg.image_size)
-        ids = self.engine.tracker.object_ids
+    def _apply(self, obj_id: int, prompt: Prompt, target: Frame, note: str) -> PromptOutcome:
+        tracker = self.engine.tracker
+        # Checked once, here, before any replay work; the checked prompt is what is applied.
+        checked = check_prompt(prompt, target.rgb.shape[:2], tracker.cfg.image_size,
+                               tracker.device)
+        ids = tracker.object_ids
         is_new = obj_id not in ids
         if is_new and len(ids) >= self.cfg.max_objects:
             raise InputError(f"too many objects: {len(ids)} tracked, max_objects is "
                              f"{self.cfg.max_objects}; remove one first (tracked ids: "
                              f"{sorted(ids)})")
         if target is self.current:
-            result = self.engine.tracker.add_prompt(obj_id, **prompt.kwargs())
+            result = tracker.apply_prompt(obj_id, checked)
             how = f"applied to frame {stamp_text(target.stamp_ns)}"
         else:
-            result = self._carry_forward(obj_id, target, prompt)
+            result = self._carry_forward(obj_id, target, checked)
             how = (f"applied to frame {stamp_text(target.stamp_ns)} and carried forward to "
                    f"frame {stamp_text(self.current.stamp_ns)}")
         label = self.labels[obj_id]
@@ -310,7 +311,7 @@ class TrackingSession:
             cur = self._ensure_tracked(newest)
         return cur, note
 
-    def _carry_forward(self, obj_id: int, frame: Frame, prompt) -> ObjectResult:
+    def _carry_forward(self, obj_id: int, frame: Frame, prompt: CheckedPrompt) -> ObjectResult:
         """Apply ``prompt`` on the past ``frame``, follow the object to the current frame and
         hand the result to the tracker there as a mask prompt."""
         later = [f for f in self.window.tracked_between(frame.seq, self.current.seq)
@@ -321,8 +322,7 @@ class TrackingSession:
         seed = (frame.masks or {}).get(obj_id)
         if seed is None and obj_id in self.engine.tracker.object_ids:
             seed = (later[0].masks or {}).get(obj_id)
-        final = carry_forward(self.engine.make_scratch_tracker, frames, obj_id, prompt.kwargs(),
-                              seed)
+        final = carry_forward(self.engine.make_scratch_tracker, frames, obj_id, prompt, seed)
         if not final.mask.any():
             raise InputError(f"object {obj_id} was lost while carrying the prompt from frame "
                              f"{stamp_text(frame.stamp_ns)} to the newest frame; prompt it on a "

@@ -18,10 +18,12 @@ What a detection does (``match_detections``):
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Iterable
 
 import numpy as np
+
+from engine.prompts import Prompt
 
 from .conversions import InputError
 
@@ -66,38 +68,19 @@ class DetectionPrompt:
     detection: Detection
 
 
-@dataclass
-class PlainPrompt:
-    """A prompt with the fields of an AddPrompt request, so that topic prompts go through the
-    service's own conversion and checks (``conversions.prompt_from_request``)."""
-
-    points_x: list[float] = field(default_factory=list)
-    points_y: list[float] = field(default_factory=list)
-    labels: list[int] = field(default_factory=list)
-    has_box: bool = False
-    box: list[float] = field(default_factory=lambda: [0.0] * 4)
-    mask: Any = field(default_factory=lambda: _NoMask())
-
-
-@dataclass
-class _NoMask:
-    width: int = 0
-    height: int = 0
-    step: int = 0
-    encoding: str = ""
-    data: bytes = b""
-
-
-def click_prompt(x: float, y: float, positive: bool) -> PlainPrompt:
-    """One click as a prompt; InputError for a coordinate that is not a finite number."""
+def click_prompt(x: float, y: float, positive: bool) -> Prompt:
+    """One click as the engine's prompt, in the arrays an AddPrompt request gives
+    (``conversions.prompt_from_request``), so that it is checked as the service's are;
+    InputError for a coordinate that is not a finite number."""
     if not (math.isfinite(x) and math.isfinite(y)):
         raise InputError(f"click at ({x}, {y}): coordinates must be finite pixel positions",
                          "click")
-    return PlainPrompt(points_x=[float(x)], points_y=[float(y)], labels=[1 if positive else 0])
+    return Prompt(np.array([[x, y]], np.float32), np.array([1 if positive else 0], np.int32))
 
 
-def box_prompt(box: Box) -> PlainPrompt:
-    return PlainPrompt(has_box=True, box=[float(v) for v in box])
+def box_prompt(box: Box) -> Prompt:
+    """A detection's box as the engine's prompt (float32, as an AddPrompt request's box)."""
+    return Prompt(box=np.asarray(box, np.float32))
 
 
 def object_under(masks: dict[int, np.ndarray], x: float, y: float) -> int | None:

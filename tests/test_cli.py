@@ -15,6 +15,7 @@ import torch
 from engine.cli import CLIError, main, parse_prompt_arg
 from engine.config import get_config
 from engine.model.sam2 import SAM2Model
+from engine.prompts import Prompt
 from engine.tools.synthetic import Scene, click_inside
 from engine.video import FramePrompt, merge_prompts
 
@@ -73,11 +74,11 @@ def read_video(path: Path) -> list[np.ndarray]:
 
 # ------------------------------------------------------------------------------ prompts
 @pytest.mark.parametrize("kind, text, expected", [
-    ("point", "1:10,20", FramePrompt(1, 0, points=[(10.0, 20.0)], labels=[1])),
-    ("point", "2:10.5,20:0", FramePrompt(2, 0, points=[(10.5, 20.0)], labels=[0])),
-    ("point", "3:10,20:1@7", FramePrompt(3, 7, points=[(10.0, 20.0)], labels=[1])),
-    ("box", "4:1,2,30,40", FramePrompt(4, 0, box=(1.0, 2.0, 30.0, 40.0))),
-    ("box", "5:1,2,30,40@3", FramePrompt(5, 3, box=(1.0, 2.0, 30.0, 40.0))),
+    ("point", "1:10,20", FramePrompt(1, 0, Prompt(points=[(10.0, 20.0)], labels=[1]))),
+    ("point", "2:10.5,20:0", FramePrompt(2, 0, Prompt(points=[(10.5, 20.0)], labels=[0]))),
+    ("point", "3:10,20:1@7", FramePrompt(3, 7, Prompt(points=[(10.0, 20.0)], labels=[1]))),
+    ("box", "4:1,2,30,40", FramePrompt(4, 0, Prompt(box=(1.0, 2.0, 30.0, 40.0)))),
+    ("box", "5:1,2,30,40@3", FramePrompt(5, 3, Prompt(box=(1.0, 2.0, 30.0, 40.0)))),
 ])
 def test_prompt_arguments_parse(kind, text, expected):
     """OBJ:X,Y[:LABEL][@FRAME] and OBJ:X0,Y0,X1,Y1[@FRAME]; --at (here 0) is the default frame."""
@@ -100,14 +101,21 @@ def test_bad_prompt_arguments_are_refused(kind, text, message):
 
 def test_prompts_of_one_object_on_one_frame_are_merged():
     """Clicks accumulate into one add_prompt call; a box joins them; other frames stay apart."""
-    merged = merge_prompts([FramePrompt(1, 0, [(1, 2)], [1]), FramePrompt(2, 0, box=(0, 0, 5, 5)),
-                            FramePrompt(1, 0, [(3, 4)], [0]), FramePrompt(1, 4, [(5, 6)], [1]),
-                            FramePrompt(1, 0, box=(0, 0, 9, 9))])
+    merged = merge_prompts([FramePrompt(1, 0, Prompt([(1, 2)], [1])),
+                            FramePrompt(2, 0, Prompt(box=(0, 0, 5, 5))),
+                            FramePrompt(1, 0, Prompt([(3, 4)], [0])),
+                            FramePrompt(1, 4, Prompt([(5, 6)], [1])),
+                            FramePrompt(1, 0, Prompt(box=(0, 0, 9, 9)))])
     assert sorted(merged) == [0, 4]
-    first = {p.obj_id: p for p in merged[0]}
+    first = {p.obj_id: p.prompt for p in merged[0]}
     assert first[1].points == [(1, 2), (3, 4)] and first[1].labels == [1, 0]
     assert first[1].box == (0, 0, 9, 9) and first[2].box == (0, 0, 5, 5)
-    assert merged[4][0].points == [(5, 6)]
+    assert merged[4][0].prompt.points == [(5, 6)]
+    # a mask goes alone: clicks and a box of that object on that frame give way to it
+    mask = np.ones((4, 4), bool)
+    only = merge_prompts([FramePrompt(3, 1, Prompt([(1, 2)], [1], (0, 0, 2, 2))),
+                          FramePrompt(3, 1, Prompt(mask=mask))])[1][0].prompt
+    assert only.mask is mask and (only.points, only.labels, only.box) == (None, None, None)
 
 
 # ----------------------------------------------------------------------------- commands

@@ -49,7 +49,8 @@ def test_click_with_non_finite_coordinates_is_refused():
     with pytest.raises(InputError, match="finite pixel positions"):
         click_prompt(float("nan"), 3.0, True)
     p = click_prompt(3.0, 4.0, False)
-    assert (p.points_x, p.points_y, p.labels, p.has_box) == ([3.0], [4.0], [0], False)
+    assert (p.points.tolist(), p.labels.tolist(), p.box, p.mask) == ([[3.0, 4.0]], [0], None, None)
+    assert (p.points.dtype, p.labels.dtype) == (np.float32, np.int32)  # as a request gives them
 
 
 @pytest.mark.parametrize("det_box, objects, expected", [

@@ -398,6 +398,48 @@ def test_prompt_on_a_frame_the_tracker_has_not_reached_uses_the_newest_frame():
     assert session.prompt(1, req, stamp_ns=2_000).applied_stamp_ns == 2_000
 
 
+def test_a_prompt_request_is_checked_once(monkeypatch):
+    """One AddPrompt request through the session is checked once (before anything is applied
+    or replayed), on the tracker's frame and on a past frame carried forward alike; the
+    engine's checks still refuse a bad one, with its reason, leaving nothing behind. Counted
+    at the clicks' check (engine/prompts.py), which every check of a click prompt makes once,
+    whoever calls it; the carried object's own mask prompts are other prompts."""
+    import engine.prompts as prompts
+    from engine.tools.synthetic import Scene, click_inside
+    from sam2_ros.backend import load_tracker
+    from sam2_ros.diagnostics import FrameStats
+    from sam2_ros.session import TrackingSession
+
+    checks = []
+    check_points = prompts._check_points
+
+    def spy(*args, **kwargs):
+        checks.append(args[0])
+        return check_points(*args, **kwargs)
+
+    cfg = NodeConfig.from_values({**defaults(), "num_threads": 1})
+    session = TrackingSession(load_tracker(cfg), lambda: cfg, lambda msg: msg,
+                              lambda *a: None, FrameStats(), lambda *a: None)
+    scene = list(Scene(64, 48, 1, seed=5, object_size=(20, 26)).frames(3))
+    for i, (rgb, _) in enumerate(scene):
+        frame = Frame(i + 1, 1_000 + i, rgb, received=time.monotonic())
+        session.window.push(frame)
+        session.process(frame)
+    monkeypatch.setattr(prompts, "_check_points", spy)
+
+    def request(x: float, y: float) -> AddPrompt.Request:
+        return AddPrompt.Request(object_id=1, points_x=[x], points_y=[y], labels=[1])
+
+    now = session.prompt(1, request(*click_inside(scene[2][1][1])), stamp_ns=1_002)
+    assert len(checks) == 1 and "applied to frame 0.000001002;" in now.message, now.message
+    past = session.prompt(1, request(*click_inside(scene[0][1][1])), stamp_ns=1_000)
+    assert len(checks) == 2 and "carried forward" in past.message, past.message
+    with pytest.raises(InputError, match="outside the frame") as err:
+        session.prompt(2, request(70.0, 5.0), stamp_ns=1_000)
+    assert err.value.kind == "outside" and len(checks) == 3
+    assert sorted(session.labels) == [1]
+
+
 # ------------------------------------------------------- hostile input, cheap checks
 def _png(width: int, height: int) -> bytes:
     import struct
@@ -452,7 +494,7 @@ def test_input_errors_name_their_kind():
 
 
 def test_prompt_size_caps():
-    from engine.prompts import MAX_POINTS, parse_prompt
+    from engine.prompts import MAX_POINTS, Prompt, check_prompt
     from sam2_ros.conversions import check_prompt_size
 
     n = MAX_POINTS + 1
@@ -461,7 +503,7 @@ def test_prompt_size_caps():
                                          f"{MAX_POINTS}"):
         prompt_from_request(req, (6, 8))
     with pytest.raises(ValueError, match=f"too many clicks: {n}"):
-        parse_prompt(points=[(1, 1)] * n, labels=[1] * n, frame_hw=(6, 8), image_size=64)
+        check_prompt(Prompt(points=[(1, 1)] * n, labels=[1] * n), (6, 8), image_size=64)
     req = AddPrompt.Request()
     fill_image(req.mask, np.ones((6, 8), np.uint8), "mono8")
     check_prompt_size(req)  # the frame's size: fine

@@ -12,6 +12,7 @@ import torch.nn.functional as F
 
 from engine.config import get_config, reference_config_name
 from engine.model.sam2 import SAM2Model
+from engine.prompts import Prompt, check_prompt
 from engine.tracker import StreamingTracker
 from oracle import _perturb, save_official_checkpoint
 
@@ -329,6 +330,12 @@ BAD_CALLS = {
                r"object id must be a non-negative integer, got 'cup'"),
     "too many objects": (lambda t: t.add_prompt(3, points=[(1, 1)], labels=[1]), ValueError,
                          r"cannot add object 3: already tracking max_objects=2 objects"),
+    "not a prompt": (lambda t: t.apply_prompt(1, {"points": [(1, 1)], "labels": [1]}),
+                     ValueError, r"a prompt must be an engine.prompts.Prompt, got dict"),
+    "checked for another frame": (
+        lambda t: t.apply_prompt(1, check_prompt(Prompt([(1, 1)], [1]), (32, 64), 64)),
+        ValueError, r"the prompt was checked for a 64x32 frame and a 64 px model input, but "
+                    r"the current frame is 64x64"),
     "frame dtype": (lambda t: t.track(FRAME.astype(np.float32)), ValueError,
                     r"frame must have dtype uint8 \(RGB 0-255\), got float32"),
     "frame gray": (lambda t: t.track(FRAME[..., 0]), ValueError,
@@ -359,6 +366,40 @@ def test_bad_call_is_refused_with_a_clear_message(two_objects, case):
         call(two_objects)
     # Nothing was lost or half-added.
     assert {i: two_objects.bank(i).size() for i in two_objects.object_ids} == before
+
+
+def test_a_prompt_is_checked_once_and_a_checked_prompt_is_not_checked_again(monkeypatch):
+    """``add_prompt`` checks its prompt once; ``apply_prompt`` of a prompt already checked
+    (``check_prompt``, as the ROS session does before any other work) checks nothing and
+    gives the same object as ``add_prompt`` with the same values. Counted at the clicks' and
+    the mask's checks, which every check of such a prompt makes once, whoever calls it."""
+    import engine.prompts as prompts
+
+    calls = {"points": 0, "mask": 0}
+
+    def counted(name, check):
+        def spy(*args, **kwargs):
+            calls[name] += 1
+            return check(*args, **kwargs)
+        return spy
+
+    monkeypatch.setattr(prompts, "_check_points", counted("points", prompts._check_points))
+    monkeypatch.setattr(prompts, "_check_mask", counted("mask", prompts._check_mask))
+    frames = synthetic_video(64, 2, objects=2)
+    click = click_inside(frames[0][1][1])
+    trackers = [StreamingTracker(make_model(64), max_objects=2) for _ in range(2)]
+    for t in trackers:
+        t.track(frames[0][0])
+    direct = trackers[0].add_prompt(1, points=[click], labels=[1])
+    assert calls == {"points": 1, "mask": 0}
+    checked = check_prompt(Prompt([click], [1]), frames[0][0].shape[:2], 64)
+    assert calls == {"points": 2, "mask": 0}
+    applied = trackers[1].apply_prompt(1, checked)
+    assert calls == {"points": 2, "mask": 0}  # applied as checked: no second check
+    np.testing.assert_array_equal(applied.mask, direct.mask)
+    assert applied.iou == direct.iou and checked.describe() == "1 positive / 0 negative click(s)"
+    trackers[0].add_prompt(2, mask=frames[0][1][2])
+    assert calls == {"points": 2, "mask": 1}
 
 
 def test_prompt_before_any_frame_and_bad_settings():
