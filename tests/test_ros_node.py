@@ -3,8 +3,10 @@ the input's header, prompts added/refined/removed/reset, prompts on a recent pas
 bad-input table (the node answers with the reason, stays alive, keeps its objects), parameter
 validation, diagnostics and compressed input.
 
-One node process serves the whole module (random weights, image_size 128, 128x96 frames): the
-tests run in file order and each leaves the node active with no objects.
+One node process serves the whole module (random weights, image_size 128, 128x96 frames). Each
+test first brings it to the state it needs (``active``: active, raw input, no objects), so the
+tests pass in any order and alone. Shutting down is tested in test_ros_lifecycle.py (it would
+end this module's node).
 """
 from __future__ import annotations
 
@@ -41,6 +43,27 @@ def ros(node):
         yield harness
 
 
+def to_state(ros, target: str) -> None:
+    """Walk the node's lifecycle to ``target`` (unconfigured, inactive or active) from wherever
+    the previous test left it."""
+    order = ("unconfigured", "inactive", "active")
+    up, down = {"unconfigured": "configure", "inactive": "activate"}, \
+        {"active": "deactivate", "inactive": "cleanup"}
+    state = ros.state()
+    while state != target:
+        step = up[state] if order.index(state) < order.index(target) else down[state]
+        assert ros.change_state(step), f"{step} from {state} failed"
+        state = ros.state()
+
+
+@pytest.fixture
+def active(ros):
+    """The node active, with raw input and no objects, whatever ran before."""
+    to_state(ros, "active")
+    assert ros.wait_subscribers()
+    assert ros.reset().success
+
+
 def next_stamp(ros) -> int:
     return ros.next_stamp()
 
@@ -63,7 +86,7 @@ def ids(tracks) -> list[int]:
 
 # ------------------------------------------------------------------ lifecycle
 def test_lifecycle_configure_then_activate(ros):
-    assert ros.state() == "unconfigured"
+    to_state(ros, "unconfigured")
     assert ros.change_state("configure")
     assert ros.state() == "inactive"
     assert ros.change_state("activate")
@@ -71,7 +94,7 @@ def test_lifecycle_configure_then_activate(ros):
     assert ros.wait_subscribers()
 
 
-def test_frame_gives_masks_tracks_overlay_with_its_header(ros, scene_frames):
+def test_frame_gives_masks_tracks_overlay_with_its_header(ros, active, scene_frames):
     """Outputs carry the input frame's header (stamp and frame_id) unchanged."""
     frame_id = f"cam_{uuid.uuid4().hex[:8]}"
     stamp, tracks = track_frame(ros, scene_frames[0][0], frame_id=frame_id)
@@ -85,7 +108,7 @@ def test_frame_gives_masks_tracks_overlay_with_its_header(ros, scene_frames):
     assert tracks.objects == []
 
 
-def test_prompts_add_refine_remove_reset(ros, scene_frames):
+def test_prompts_add_refine_remove_reset(ros, active, scene_frames):
     rgb, truth = scene_frames[1]
     stamp, _ = track_frame(ros, rgb)
     r = ros.add_prompt(1, [click_inside(truth[1])], [1])
@@ -119,7 +142,7 @@ def test_prompts_add_refine_remove_reset(ros, scene_frames):
     assert tracks.objects == []
 
 
-def test_prompt_on_recent_past_frame_is_carried_forward(ros, scene_frames):
+def test_prompt_on_recent_past_frame_is_carried_forward(ros, active, scene_frames):
     """A prompt stamped with a frame still in the window is applied there and carried to the
     newest frame; an unknown stamp falls back to the newest frame and says so."""
     (rgb_a, truth_a), (rgb_b, _), (rgb_c, _) = scene_frames[5:8]
@@ -143,7 +166,7 @@ def test_prompt_on_recent_past_frame_is_carried_forward(ros, scene_frames):
     assert ros.reset().success
 
 
-def test_prompt_that_overtakes_its_frame_waits_for_it(ros, scene_frames):
+def test_prompt_that_overtakes_its_frame_waits_for_it(ros, active, scene_frames):
     """A prompt sent before its frame reaches the node (a loaded machine, a slow link) is applied
     to that frame once it arrives, never to an older one; a frame that never arrives gets the
     prompt refused with the reason, and no object is created."""
@@ -201,7 +224,7 @@ BAD_PROMPTS = [
 ]
 
 
-def test_bad_prompts_refused_with_reason_objects_survive(ros, scene_frames):
+def test_bad_prompts_refused_with_reason_objects_survive(ros, active, scene_frames):
     rgb, truth = scene_frames[10]
     track_frame(ros, rgb)
     assert ros.add_prompt(1, [click_inside(truth[1])], [1]).success
@@ -230,7 +253,10 @@ BAD_IMAGES = [
 ]
 
 
-def test_bad_images_rejected_with_reason_tracking_goes_on(ros, node, scene_frames):
+def test_bad_images_rejected_with_reason_tracking_goes_on(ros, active, node, scene_frames):
+    rgb, truth = scene_frames[10]
+    track_frame(ros, rgb)
+    assert ros.add_prompt(1, [click_inside(truth[1])], [1]).success
     for msg, expected in BAD_IMAGES:
         msg.header.stamp.sec, msg.header.stamp.nanosec = divmod(next_stamp(ros), 10**9)
         ros.publish_raw(msg)
@@ -245,7 +271,9 @@ def fresh_diagnostics(ros) -> dict[str, str]:
     return ros.diagnostics(fresh=True)
 
 
-def test_diagnostics_report_rate_latency_drops_objects_backend(ros):
+def test_diagnostics_report_rate_latency_drops_objects_backend(ros, active, scene_frames):
+    for rgb, _ in scene_frames[20:27]:
+        track_frame(ros, rgb)
     d = fresh_diagnostics(ros)
     for key in ("rate_hz", "latency_p50_ms", "latency_p99_ms", "frames_dropped"):
         assert float(d[key]) >= 0.0, key
@@ -261,27 +289,37 @@ def test_diagnostics_report_rate_latency_drops_objects_backend(ros):
     ("max_objects", "many", "Wrong parameter type, expected 'Type.INTEGER'"),
     ("num_threads", 2, "only apply at configure and the node is active"),
 ])
-def test_invalid_parameters_refused_with_reason(ros, name, value, reason):
+def test_invalid_parameters_refused_with_reason(ros, active, name, value, reason):
     (result,) = ros.set_parameters(**{name: value})
     assert not result.successful and reason in result.reason, result.reason
 
 
-def test_live_parameter_applies(ros, scene_frames):
+def test_live_parameter_applies(ros, active, scene_frames):
     rgb, truth = scene_frames[13]
     track_frame(ros, rgb)
     assert ros.add_prompt(1, [click_inside(truth[1])], [1]).success
     assert ros.set_parameters(presence_threshold=1.0)[0].successful
-    _, tracks = track_frame(ros, scene_frames[14][0])
-    assert [o.visible for o in tracks.objects] == [False]  # nothing is surely present
-    assert ros.set_parameters(presence_threshold=0.5)[0].successful
+    try:
+        _, tracks = track_frame(ros, scene_frames[14][0])
+        assert [o.visible for o in tracks.objects] == [False]  # nothing is surely present
+    finally:
+        assert ros.set_parameters(presence_threshold=0.5)[0].successful
     assert ros.reset().success
 
 
-def test_reconfigure_for_compressed_input_then_shutdown(ros, node, scene_frames):
+def test_reconfigure_for_compressed_input(ros, active, node, scene_frames):
     assert ros.change_state("deactivate") and ros.state() == "inactive"
     assert ros.change_state("cleanup") and ros.state() == "unconfigured"
     assert ros.set_parameters(input_transport="compressed")[0].successful
-    assert ros.change_state("configure") and ros.change_state("activate")
+    try:
+        assert ros.change_state("configure") and ros.change_state("activate")
+        _track_compressed(ros, node, scene_frames)
+    finally:  # back to raw input for whatever runs next
+        to_state(ros, "unconfigured")
+        assert ros.set_parameters(input_transport="raw")[0].successful
+
+
+def _track_compressed(ros, node, scene_frames) -> None:
     pub = ros.compressed_pub
     assert ros.wait_for(lambda: pub.get_subscription_count() > 0, 20.0)
     ok, jpg = cv2.imencode(".jpg", cv2.cvtColor(scene_frames[15][0], cv2.COLOR_RGB2BGR))
@@ -297,5 +335,3 @@ def test_reconfigure_for_compressed_input_then_shutdown(ros, node, scene_frames)
     bad = CompressedImage(format="jpeg", data=jpg.tobytes()[:50] + b"\x00garbage")
     ros.publish_raw(bad)
     assert ros.wait_for(lambda: "corrupt compressed image" in node.log(), 10.0)
-    assert ros.change_state("deactivate") and ros.change_state("cleanup")
-    assert ros.change_state("shutdown") and ros.state() == "finalized"
