@@ -5,7 +5,8 @@ depth (another aspect ratio, unknown encoding, zero intrinsics, a stamp too far)
 reason in the log and /diagnostics while the 2D outputs keep flowing.
 
 One node process (the bundled compact model, 160x120 frames of the generated scene) serves the
-module; the tests run in file order.
+module; each test starts from a fresh click on object 1 (``object_1``), so the tests pass in any
+order and alone.
 """
 from __future__ import annotations
 
@@ -89,6 +90,21 @@ def send(ros, rgb, depth=None, info=None, depth_offset_ns: int = 0, tries: int =
     raise AssertionError(f"no ~/tracks for a frame published {tries} times")
 
 
+@pytest.fixture
+def object_1(ros, scene):
+    """No objects but object 1, clicked on frame 0 (sent without depth); the node's
+    subscriptions discovered, whichever test runs first."""
+    s, frames = scene
+    assert ros.wait_subscribers(60.0) and ros.wait_for(
+        lambda: ros.depth_pub.get_subscription_count() * ros.info_pub.get_subscription_count(),
+        20.0)
+    assert ros.reset().success
+    stamp, _, _ = send(ros, frames[0][0])
+    r = ros.add_prompt(1, [click_inside(frames[0][1][1])], [1], stamp_ns=stamp)
+    assert r.success, r.message
+    return r
+
+
 def depth_status(ros) -> dict[str, str] | None:
     for msg in reversed(ros.received["diagnostics"]):
         for status in msg.status:
@@ -99,15 +115,13 @@ def depth_status(ros) -> dict[str, str] | None:
     return None
 
 
-def test_depth_and_camera_info_give_3d_positions_in_tracks(ros, scene):
+def test_depth_and_camera_info_give_3d_positions_in_tracks(ros, scene, object_1):
     """After a click on object 1, every frame with depth gives it a 3D position: exactly what
     engine.depth computes on the node's own ~/masks with the depth sent, within 2 cm of the
     scene's truth; depth_header is the depth image's."""
     s, frames = scene
-    assert ros.wait_subscribers(60.0) and ros.wait_for(
-        lambda: ros.depth_pub.get_subscription_count() * ros.info_pub.get_subscription_count(),
-        20.0)
     info = camera_info(s)
+    assert not object_1.track.has_position and np.isnan(object_1.track.position.x)  # no 3D
 
     def depth_of(t):
         return lambda stamp: depth_msg(np.round(s.depth(frames[t][1]) * 1000).astype(np.uint16),
@@ -116,10 +130,8 @@ def test_depth_and_camera_info_give_3d_positions_in_tracks(ros, scene):
         stamp, tracks, _ = send(ros, frames[0][0], depth_of(0), info)
         if tracks.depth_header.frame_id:
             break
-    assert tracks.objects == [] and tracks.depth_header.frame_id == DEPTH_FRAME
-    r = ros.add_prompt(1, [click_inside(frames[0][1][1])], [1], stamp_ns=stamp)
-    assert r.success, r.message
-    assert not r.track.has_position and np.isnan(r.track.position.x)  # no 3D in the answer
+    assert [o.object_id for o in tracks.objects] == [1]
+    assert tracks.depth_header.frame_id == DEPTH_FRAME
     errors = []
     for t in range(1, 5):
         stamp, tracks, sent = send(ros, frames[t][0], depth_of(t), info)
@@ -141,7 +153,7 @@ def test_depth_and_camera_info_give_3d_positions_in_tracks(ros, scene):
     assert max(errors) < 0.02, errors
 
 
-def test_markers_and_point_cloud_of_located_objects(ros, scene, node):
+def test_markers_and_point_cloud_of_located_objects(ros, scene, node, object_1):
     """~/object_markers (while subscribed) holds a box at object 1's position; ~/object_points,
     once publish_object_points is set, its points, labelled with the object id."""
     s, frames = scene
@@ -169,7 +181,7 @@ def test_markers_and_point_cloud_of_located_objects(ros, scene, node):
     assert all(r.successful for r in ros.set_parameters(publish_object_points=False))
 
 
-def test_depth_at_half_resolution_is_used(ros, scene):
+def test_depth_at_half_resolution_is_used(ros, scene, object_1):
     """Resize rule: depth of the colour image's field of view at half its resolution, with the
     CameraInfo of that size, gives object 1 a position near the truth."""
     s, frames = scene
@@ -198,7 +210,7 @@ BAD_DEPTH = [
 ]
 
 
-def test_bad_depth_is_refused_while_2d_keeps_flowing(ros, scene, node):
+def test_bad_depth_is_refused_while_2d_keeps_flowing(ros, scene, node, object_1):
     """Each bad depth input: the frame's ~/tracks and ~/masks still arrive (object 1 tracked,
     no position), the log says what was wrong, /diagnostics counts the refusals and reports
     the last; a good frame afterwards is located again."""
