@@ -311,6 +311,18 @@ class RosHarness:
         req.transition.label = transition
         return self.call(ChangeState, "change_state", req, timeout).success
 
+    def walk_to(self, target: str) -> None:
+        """Walk the node's lifecycle to ``target`` (unconfigured, inactive or active) from
+        wherever it is (a test of a shared node may run after any other)."""
+        order = ("unconfigured", "inactive", "active")
+        up = {"unconfigured": "configure", "inactive": "activate"}
+        down = {"active": "deactivate", "inactive": "cleanup"}
+        state = self.state()
+        while state != target:
+            step = up[state] if order.index(state) < order.index(target) else down[state]
+            assert self.change_state(step), f"{step} from {state} failed"
+            state = self.state()
+
     def state(self) -> str:
         from lifecycle_msgs.srv import GetState
 

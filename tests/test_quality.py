@@ -19,6 +19,11 @@ FLOOR_PRESENCE = 0.85  # overall presence accuracy on the subset
 MAX_BACKEND_GAP = 0.01  # |J&F(onnxruntime) - J&F(torch)|
 MAX_BF16_GAP = 0.02  # |J&F(torch bf16) - J&F(torch fp32)| (full set: -0.0001)
 MAX_FILE_BYTES = 20 * 1024 * 1024
+# Held-out families (engine/tools/world.py: shapes, textures and motions no training saw), two
+# clips per phenomenon, 32 frames, one click: the committed weights score FLOOR_HELD_OUT_SCORE
+# here (the weights before them 0.366); the full split is in quality.md.
+FLOOR_HELD_OUT = 0.40
+FLOOR_HELD_OUT_SCORE = 0.443
 
 
 @pytest.fixture(scope="module")
@@ -165,6 +170,21 @@ def test_held_out_world_tracks_every_prompted_object(model):
             assert 0.0 <= s.lost_share <= 1.0
     with pytest.raises(ValueError, match="click"):
         run_world("torch", model, [clip], "scribble", log=lambda s: None)
+
+
+def test_torch_generalises_to_held_out_families(model):
+    """Clips of shape, texture and motion families kept out of training, under camera motion,
+    sensor noise, lighting changes, crossing occluders, exits, look-alikes and interacting
+    objects: the floor holds the gain the broad-world training bought."""
+    from engine.benchmarks.quality import run_world
+    from engine.tools.world import held_out_set
+
+    clips = held_out_set(per_phenomenon=2, num_frames=32)
+    s = summarize(run_world("torch", model, clips, "click", log=lambda s: None).scores)
+    print(f"\nheld-out subset: J&F {s.jf:.3f} presence {s.presence_accuracy:.3f} "
+          f"lost and confident {s.lost_confident:.1%} (committed weights: {FLOOR_HELD_OUT_SCORE})")
+    assert s.clips >= 16
+    assert s.jf >= FLOOR_HELD_OUT
 
 
 def test_report_parts_replace_only_themselves():

@@ -43,23 +43,10 @@ def ros(node):
         yield harness
 
 
-def to_state(ros, target: str) -> None:
-    """Walk the node's lifecycle to ``target`` (unconfigured, inactive or active) from wherever
-    the previous test left it."""
-    order = ("unconfigured", "inactive", "active")
-    up, down = {"unconfigured": "configure", "inactive": "activate"}, \
-        {"active": "deactivate", "inactive": "cleanup"}
-    state = ros.state()
-    while state != target:
-        step = up[state] if order.index(state) < order.index(target) else down[state]
-        assert ros.change_state(step), f"{step} from {state} failed"
-        state = ros.state()
-
-
 @pytest.fixture
 def active(ros):
     """The node active, with raw input and no objects, whatever ran before."""
-    to_state(ros, "active")
+    ros.walk_to("active")
     assert ros.wait_subscribers()
     assert ros.reset().success
 
@@ -86,7 +73,7 @@ def ids(tracks) -> list[int]:
 
 # ------------------------------------------------------------------ lifecycle
 def test_lifecycle_configure_then_activate(ros):
-    to_state(ros, "unconfigured")
+    ros.walk_to("unconfigured")
     assert ros.change_state("configure")
     assert ros.state() == "inactive"
     assert ros.change_state("activate")
@@ -315,7 +302,7 @@ def test_reconfigure_for_compressed_input(ros, active, node, scene_frames):
         assert ros.change_state("configure") and ros.change_state("activate")
         _track_compressed(ros, node, scene_frames)
     finally:  # back to raw input for whatever runs next
-        to_state(ros, "unconfigured")
+        ros.walk_to("unconfigured")
         assert ros.set_parameters(input_transport="raw")[0].successful
 
 

@@ -3,9 +3,9 @@ requests that time out, floods of bad frames and prompts, decompression bombs, b
 concurrent prompts, huge prompts, prompts that wait while the lifecycle and the camera go on,
 and the lost-frame and error counts of /diagnostics.
 
-One node process serves the module (random weights, image_size 128, 128x96 frames); the tests
-run in file order and each leaves the node active with no objects. Signals are in
-test_ros_shutdown.py.
+One node process serves the module (random weights, image_size 128, 128x96 frames); each test
+first brings it to the state it needs (``active``: active, raw input, no objects), so the tests
+pass in any order and alone. Signals are in test_ros_shutdown.py.
 """
 from __future__ import annotations
 
@@ -45,6 +45,16 @@ def ros(node):
         harness.subscribe("tracks", "diagnostics")
         assert harness.wait_subscribers(30.0), node.log()
         yield harness
+
+
+@pytest.fixture
+def active(ros):
+    """The node active, with raw input, the module's prompt_wait_s and no objects, whatever ran
+    before."""
+    ros.walk_to("active")
+    assert ros.wait_subscribers(30.0)
+    assert ros.set_parameters(prompt_wait_s=PARAMS["prompt_wait_s"])[0].successful
+    assert ros.reset().success
 
 
 def ns(t) -> int:
@@ -102,7 +112,7 @@ def log_count(node, text: str) -> int:
 
 
 # ------------------------------------------------------------ 1. stamps going backwards
-def test_frames_whose_stamps_go_backwards_stay_promptable(ros, scene_frames):
+def test_frames_whose_stamps_go_backwards_stay_promptable(ros, active, scene_frames):
     """Frames stamped t, t-0.1, t-0.2, t-0.3 s (a looping bag, a clock stepped back): a prompt
     stamped with any of them, sent while it is in the window, is applied to that very frame
     (and carried forward), without waiting for a "later" stamp."""
@@ -133,7 +143,8 @@ def test_frames_whose_stamps_go_backwards_stay_promptable(ros, scene_frames):
 
 
 # -------------------------------------------------------- 2. timed-out prompts tell the truth
-def test_prompt_answers_match_what_the_node_did_under_a_short_timeout(ros, scene_frames):
+def test_prompt_answers_match_what_the_node_did_under_a_short_timeout(
+        ros, active, scene_frames):
     """With service_timeout_s far shorter than a prompt, each answer says what happened: an
     object answered "added" is tracked, one refused was cancelled before it ran ("nothing
     changed") and is not tracked."""
@@ -156,9 +167,10 @@ def test_prompt_answers_match_what_the_node_did_under_a_short_timeout(ros, scene
 
 
 # ------------------------------------------------------------------------ 3. log flood
-def test_a_flood_of_distinct_bad_frames_logs_once_per_kind(ros, node, scene_frames):
+def test_a_flood_of_distinct_bad_frames_logs_once_per_kind(ros, active, node, scene_frames):
     """100 frames with 100 different bogus encodings (and 50 bad prompts) give one log line per
     kind of problem, not one per value; another kind of problem is still logged."""
+    publish_and_track(ros, scene_frames[7][0], ros.next_stamp())  # a frame to prompt on
     before_enc = log_count(node, "unsupported image encoding")
     before_prompt = log_count(node, "prompt refused")
     received = int(values(diagnostics_status(ros))["frames_received"])
@@ -183,7 +195,7 @@ def test_a_flood_of_distinct_bad_frames_logs_once_per_kind(ros, node, scene_fram
 
 
 # ----------------------------------------------------------------- 4. size cap, raw frames
-def test_raw_frame_over_the_side_cap_is_refused(ros, node):
+def test_raw_frame_over_the_side_cap_is_refused(ros, active, node):
     msg = fill_image(Image(), np.zeros((2, 9000), np.uint8), "mono8")
     msg.header.stamp.sec, msg.header.stamp.nanosec = divmod(ros.next_stamp(), 10**9)
     ros.publish_raw(msg)
@@ -192,7 +204,7 @@ def test_raw_frame_over_the_side_cap_is_refused(ros, node):
 
 
 # --------------------------------------------------------------- 5. bursts of prompts
-def test_a_burst_of_60_concurrent_prompts_is_answered_in_full(ros, scene_frames):
+def test_a_burst_of_60_concurrent_prompts_is_answered_in_full(ros, active, scene_frames):
     """60 add_prompt calls at once: every one is answered, each as it deserves."""
     rgb, truth = scene_frames[8]
     publish_and_track(ros, rgb, ros.next_stamp())
@@ -209,7 +221,7 @@ def test_a_burst_of_60_concurrent_prompts_is_answered_in_full(ros, scene_frames)
 
 
 # ------------------------------------------------------------------ 6. huge prompts
-def test_huge_prompts_are_refused_at_once_and_tracking_goes_on(ros, scene_frames):
+def test_huge_prompts_are_refused_at_once_and_tracking_goes_on(ros, active, scene_frames):
     rgb, truth = scene_frames[10]
     publish_and_track(ros, rgb, ros.next_stamp())
     assert ros.add_prompt(1, [click_inside(truth[1])], [1]).success
@@ -234,7 +246,8 @@ def test_huge_prompts_are_refused_at_once_and_tracking_goes_on(ros, scene_frames
 
 
 # ------------------------------------------------- 9. a waiting prompt blocks nothing else
-def test_a_waiting_prompt_blocks_no_lifecycle_parameter_or_image_callback(ros, scene_frames):
+def test_a_waiting_prompt_blocks_no_lifecycle_parameter_or_image_callback(
+        ros, active, scene_frames):
     """A prompt waiting (prompt_wait_s 10) for a frame not yet sent: lifecycle and parameter
     services answer at once, frames are received and tracked; then its frame comes and it is
     applied there."""
@@ -261,7 +274,7 @@ def test_a_waiting_prompt_blocks_no_lifecycle_parameter_or_image_callback(ros, s
 
 
 # ------------------------------------------------ 10. large frames and lost frames visible
-def test_diagnostics_show_frame_sizes_segment_and_losses(ros, scene_frames):
+def test_diagnostics_show_frame_sizes_segment_and_losses(ros, active, scene_frames):
     publish_and_track(ros, scene_frames[16][0], ros.next_stamp())
     status = diagnostics_status(ros)
     v = values(status)
@@ -299,7 +312,7 @@ def test_frames_larger_than_the_shared_memory_segment_losses_are_counted():
 
 
 # -------------------------------------- diagnostics while inactive; compressed input; busy
-def test_diagnostics_while_inactive_and_a_waiting_prompt_through_cleanup(ros, node):
+def test_diagnostics_while_inactive_and_a_waiting_prompt_through_cleanup(ros, active, node):
     """/diagnostics goes on while inactive and unconfigured (with the state); a prompt still
     waiting for its frame when the node is cleaned up is answered, and the node lives on."""
     assert ros.set_parameters(prompt_wait_s=10.0)[0].successful
@@ -343,13 +356,23 @@ def jpeg_claiming(width: int, height: int) -> bytes:
     return bytes(data)
 
 
-def test_compressed_bombs_refused_before_decoding_and_overflow_answered(ros, node, scene_frames):
+def test_compressed_bombs_refused_before_decoding_and_overflow_answered(
+        ros, active, node, scene_frames):
     """Compressed input: a PNG of 10000x10000 (a few hundred KiB), a 20000x240 PNG and a JPEG
     claiming 30000x30000 are refused from their headers (the node's memory does not move);
     with max_pending_requests 4 a burst of 20 prompts is answered in full, the overflow
     "busy" and counted in /diagnostics."""
+    ros.walk_to("unconfigured")
     assert ros.set_parameters(input_transport="compressed", max_pending_requests=4)[0].successful
-    assert ros.change_state("configure") and ros.change_state("activate")
+    try:
+        assert ros.change_state("configure") and ros.change_state("activate")
+        _bombs_and_a_burst(ros, node, scene_frames)
+    finally:  # back to raw input and the default queue for whatever runs next
+        ros.walk_to("unconfigured")
+        assert ros.set_parameters(input_transport="raw", max_pending_requests=128)[0].successful
+
+
+def _bombs_and_a_burst(ros, node, scene_frames) -> None:
     pub = ros.compressed_pub
     assert ros.wait_for(lambda: pub.get_subscription_count() > 0, 20.0)
     rss = node.rss_mb()
