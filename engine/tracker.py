@@ -286,12 +286,18 @@ class StreamingTracker:
     def _new_bank(self) -> MemoryBank:
         return self.step.new_bank()
 
+    def check_room(self, obj_id: int) -> None:
+        """Refuse (InputError) a prompt for a new object when ``max_objects`` are tracked
+        already; a known object may always be refined. The one rule of the object count: the
+        tracker applies it to every prompt, callers may ask it first (e.g. before replay work)."""
+        if obj_id not in self._objects and len(self._objects) >= self.max_objects:
+            raise InputError(f"too many objects: cannot add object {obj_id}, max_objects is "
+                             f"{self.max_objects} (tracked ids: {self.object_ids}); remove one "
+                             "first or raise max_objects", "too_many_objects")
+
     def _new_object(self, obj_id: int) -> _Object:
         """A fresh object (not yet registered: that happens once its prompt succeeded)."""
-        if len(self._objects) >= self.max_objects:
-            raise InputError(f"cannot add object {obj_id}: already tracking max_objects="
-                             f"{self.max_objects} objects (ids {self.object_ids}); remove one "
-                             "or raise max_objects")
+        self.check_room(obj_id)
         return _Object(self._new_bank(), _FrameInputs(self._frame.index, initial=True))
 
     def _object(self, obj_id: int) -> _Object:

@@ -236,7 +236,7 @@ class TrackingSession:
         ids = self.engine.tracker.object_ids
         known = [KnownObject(i, self._last_box.get(i), i in self._visible) for i in ids]
         prompts, skipped = match_detections(detections, known, match_iou, min_score,
-                                            self.cfg.max_objects - len(ids))
+                                            self.engine.tracker.max_objects - len(ids))
         out = [DetectionOutcome(d, None, None, why) for d, why in skipped]
         for p in prompts:
             try:
@@ -255,12 +255,8 @@ class TrackingSession:
         # Checked once, here, before any replay work; the checked prompt is what is applied.
         checked = check_prompt(prompt, target.rgb.shape[:2], tracker.cfg.image_size,
                                tracker.device)
-        ids = tracker.object_ids
-        is_new = obj_id not in ids
-        if is_new and len(ids) >= self.cfg.max_objects:
-            raise InputError(f"too many objects: {len(ids)} tracked, max_objects is "
-                             f"{self.cfg.max_objects}; remove one first (tracked ids: "
-                             f"{sorted(ids)})")
+        is_new = obj_id not in tracker.object_ids
+        tracker.check_room(obj_id)  # the tracker's own rule, asked before any replay work
         if target is self.current:
             result = tracker.apply_prompt(obj_id, checked)
             how = f"applied to frame {stamp_text(target.stamp_ns)}"

@@ -329,7 +329,7 @@ BAD_CALLS = {
     "bad id": (lambda t: t.add_prompt("cup", points=[(1, 1)], labels=[1]), ValueError,
                r"object id must be a non-negative integer, got 'cup'"),
     "too many objects": (lambda t: t.add_prompt(3, points=[(1, 1)], labels=[1]), ValueError,
-                         r"cannot add object 3: already tracking max_objects=2 objects"),
+                         r"too many objects: cannot add object 3, max_objects is 2"),
     "not a prompt": (lambda t: t.apply_prompt(1, {"points": [(1, 1)], "labels": [1]}),
                      ValueError, r"a prompt must be an engine.prompts.Prompt, got dict"),
     "checked for another frame": (
