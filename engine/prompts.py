@@ -80,10 +80,6 @@ class CheckedPrompt:
     has_box: bool = False
     mask: torch.Tensor | None = None
 
-    @property
-    def num_points(self) -> int:
-        return 0 if self.labels is None else int(self.labels.shape[1])
-
     def describe(self) -> str:
         return self.prompt.describe()
 
