@@ -325,11 +325,13 @@ class DemoClient:
                 self.ious.setdefault(obj_id, []).append(np.logical_and(pred, gt).sum() / union)
 
     def _on_diag(self, msg) -> None:
+        from .diagnostics import parse_status
+
         for status in msg.status:
             if status.name == f"{NODE}: depth":
-                self.depth_diag = {kv.key: kv.value for kv in status.values}
+                self.depth_diag = parse_status(status)
             elif status.name.startswith(NODE):
-                self.diag = {kv.key: kv.value for kv in status.values}
+                self.diag = parse_status(status)
 
     def close(self) -> None:
         for sub in self.subs:

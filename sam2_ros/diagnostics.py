@@ -169,7 +169,7 @@ def diagnostic_array(stamp, name: str, hardware_id: str, stats: dict, extra: dic
 
 
 def parse_status(status: DiagnosticStatus) -> dict[str, str]:
-    """The key/value pairs of a status as a dict (for tests and the demo)."""
+    """The key/value pairs of a status as a dict."""
     return {kv.key: kv.value for kv in status.values}
 
 

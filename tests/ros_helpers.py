@@ -226,6 +226,8 @@ class RosHarness:
     def diagnostics(self, fresh: bool = True, timeout: float = 5.0) -> dict[str, str]:
         """Key/values of the node's /diagnostics status: the next one to arrive (fresh) or the
         latest received. Needs subscribe("diagnostics")."""
+        from sam2_ros.diagnostics import parse_status
+
         if fresh:
             self.received["diagnostics"].clear()
 
@@ -233,7 +235,7 @@ class RosHarness:
             for msg in reversed(self.received["diagnostics"]):
                 for status in msg.status:
                     if status.hardware_id == self.target:
-                        return {kv.key: kv.value for kv in status.values}
+                        return parse_status(status)
             return None
         assert self.wait_for(lambda: latest() is not None, timeout), "no /diagnostics"
         return latest()

@@ -16,6 +16,7 @@ from sam2_ros.conversions import InputError, fill_image
 from sam2_ros.depth_input import DepthInput, depth_array, intrinsics_from_info
 from sam2_ros.depth_output import (depth_status, markers, point_cloud, set_position,
                                    set_unknown)
+from sam2_ros.diagnostics import parse_status
 from sam2_ros_interfaces.msg import ObjectTrack
 
 H, W = 6, 8
@@ -191,4 +192,4 @@ def test_depth_status_warns_while_depth_is_refused_or_missing():
     d.on_paired()
     status = depth_status("n: depth", "/n", d)
     assert status.level == status.OK and status.hardware_id == "/n"
-    assert {kv.key: kv.value for kv in status.values}["frames_with_depth"] == "1"
+    assert parse_status(status)["frames_with_depth"] == "1"

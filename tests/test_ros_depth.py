@@ -20,6 +20,7 @@ from engine.depth import locate_object
 from engine.tools.synthetic import Scene, click_inside
 from ros_helpers import RosHarness, node_process_fixtures, stamp_of
 from sam2_ros.conversions import fill_image
+from sam2_ros.diagnostics import parse_status
 
 W, H = 160, 120
 PARAMS = {"autostart": True, "depth_enabled": True, "num_threads": 1,
@@ -111,7 +112,7 @@ def depth_status(ros) -> dict[str, str] | None:
             if status.hardware_id == ros.target and status.name.endswith(": depth"):
                 return {"level": int.from_bytes(status.level, "little")
                         if isinstance(status.level, bytes) else int(status.level),
-                        "message": status.message, **{kv.key: kv.value for kv in status.values}}
+                        "message": status.message, **parse_status(status)}
     return None
 
 

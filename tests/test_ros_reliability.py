@@ -23,6 +23,7 @@ from engine.prompts import MAX_POINTS
 from engine.tools.synthetic import Scene, click_inside
 from ros_helpers import NodeProcess, RosHarness, node_process_fixtures
 from sam2_ros.conversions import fill_image
+from sam2_ros.diagnostics import parse_status as values
 from sam2_ros_interfaces.srv import AddPrompt
 
 W, H = 128, 96
@@ -101,10 +102,6 @@ def diagnostics_status(ros, timeout: float = 5.0) -> DiagnosticStatus:
                      if s.hardware_id == ros.target), None)
     assert ros.wait_for(lambda: mine() is not None, timeout), "no /diagnostics"
     return mine()
-
-
-def values(status: DiagnosticStatus) -> dict[str, str]:
-    return {kv.key: kv.value for kv in status.values}
 
 
 def log_count(node, text: str) -> int:
