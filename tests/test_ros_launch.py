@@ -1,6 +1,11 @@
-"""launch/sam2.launch.py without a ROS install: `launch` and `launch_ros` are not on PyPI, so
-they are replaced by stand-ins with the real classes' names and keyword arguments. This checks
-the file's own logic (arguments, overrides, remaps, files it points at), not ros2 launch."""
+"""launch/sam2.launch.py and what it starts (sam2_ros/launch_plan.py).
+
+The plan (arguments, overrides and their types, remappings, the Fast DDS profile's rule) is
+plain Python and is tested as it is. `launch` and `launch_ros` are not on PyPI, so the launch
+file itself, a thin adapter from the plan to launch actions, is run against stand-ins with the
+real classes' names and keyword arguments (Jazzy's `DeclareLaunchArgument`, `OpaqueFunction`,
+`LaunchConfiguration.perform`, `launch_ros.actions.LifecycleNode`): that checks the adapter
+passes the plan through unchanged, not ros2 launch itself."""
 from __future__ import annotations
 
 import re
@@ -13,8 +18,17 @@ import pytest
 import yaml
 
 from sam2_ros.config import PARAMETERS
+from sam2_ros.launch_plan import OVERRIDES, arguments, node_plan
 
 ROOT = Path(__file__).resolve().parents[1]
+SHARE = str(ROOT)  # an installed package's share directory has the same config/ and launch/
+
+
+def _plan(environment=None, **given):
+    """The node the launch starts with these arguments (the others at their defaults)."""
+    values = {a.name: a.default for a in arguments(SHARE)}
+    values.update(given)
+    return node_plan(values, environment or {}, SHARE)
 
 
 class _Recorded:
@@ -75,87 +89,100 @@ class _Context(dict):
         self.environment = environment
 
 
-def _run(launch_file, environment=None, **given):
-    """The node the launch file starts with these arguments: its keyword arguments and the
-    environment variables it adds for the node alone (every other entity is an argument)."""
+def test_launch_file_declares_the_plans_arguments_and_starts_its_node(launch_file):
+    """The adapter: every argument of the plan declared with its default and description,
+    nothing else in the launch (e.g. no environment set for the launch as a whole), and the
+    node action given exactly the plan's fields."""
     entities = launch_file["generate_launch_description"]()
-    assert all(isinstance(e, (DeclareLaunchArgument, OpaqueFunction)) for e in entities), \
-        "the launch file sets something beyond the node (e.g. the environment of the launch)"
-    context = {e.name: e.default_value for e in entities if isinstance(e, DeclareLaunchArgument)}
-    unknown = set(given) - set(context)
-    assert not unknown, f"not launch arguments: {unknown}"
-    context.update(given)
+    declared = [e for e in entities if isinstance(e, DeclareLaunchArgument)]
+    assert [(e.name, e.default_value, e.kwargs["description"]) for e in declared] == \
+        [(a.name, a.default, a.description) for a in arguments(SHARE)]
     (opaque,) = [e for e in entities if isinstance(e, OpaqueFunction)]
-    (node,) = opaque.function(_Context(context, environment or {}))
-    return node.kwargs, node.kwargs["additional_env"]
+    assert len(entities) == len(declared) + 1, "the launch file sets something beyond the node"
+    given = dict(camera="/cam/color/image_raw", depth="/cam/depth/image_raw", image_size="512",
+                 use_sim_time="true", node_name="tracker", namespace="robot1")
+    values = {e.name: e.default_value for e in declared} | given
+    environment = {"FASTDDS_DEFAULT_PROFILES_FILE": "/x.xml"}
+    (node,) = opaque.function(_Context(values, environment))
+    plan = _plan(environment, **given)
+    assert node.kwargs == dict(package="sam2_ros", executable="sam2_node", name=plan.name,
+                               namespace=plan.namespace, parameters=plan.parameters,
+                               remappings=plan.remappings, arguments=plan.arguments,
+                               additional_env=plan.additional_env)
+    assert (plan.name, plan.namespace) == ("tracker", "robot1")
 
 
-def test_defaults_start_the_node_with_the_yaml(launch_file):
-    kw, env = _run(launch_file)
-    assert (kw["package"], kw["executable"], kw["name"]) == ("sam2_ros", "sam2_node", "sam2_node")
+def test_defaults_start_the_node_with_the_yaml():
+    plan = _plan()
     setup = (ROOT / "setup.py").read_text()
     assert re.search(r'"sam2_node = sam2_ros\.node:main"', setup), "no sam2_node console script"
-    params_file, overrides = kw["parameters"]
+    assert plan.name == "sam2_node" and plan.arguments == ["--ros-args", "--log-level", "info"]
+    params_file, overrides = plan.parameters
     assert Path(params_file) == ROOT / "config" / "sam2.yaml"
     assert "ros__parameters" in yaml.safe_load(Path(params_file).read_text())["/**"]
     assert overrides == {"autostart": True}  # nothing else overrides the yaml
-    assert kw["remappings"] == [("image", "image"), ("image/compressed", "image/compressed"),
-                                ("image_mouse_left", "image_mouse_left"),
-                                ("camera_info", "camera_info"), ("detections", "detections")]
+    assert plan.remappings == [("image", "image"), ("image/compressed", "image/compressed"),
+                               ("image_mouse_left", "image_mouse_left"),
+                               ("camera_info", "camera_info"), ("detections", "detections")]
     # no profile in the environment: the node (only) gets the large-image profile
+    env = plan.additional_env
     assert set(env) == {"FASTRTPS_DEFAULT_PROFILES_FILE", "FASTDDS_DEFAULT_PROFILES_FILE"}
     assert Path(env["FASTRTPS_DEFAULT_PROFILES_FILE"]).is_file()
     assert "<segment_size>33554432</segment_size>" in Path(
         env["FASTRTPS_DEFAULT_PROFILES_FILE"]).read_text()
 
 
-def test_arguments_override_parameters_with_their_types(launch_file):
-    kw, _ = _run(launch_file, camera="/camera/color/image_raw", image_size="1024",
+def test_arguments_override_parameters_with_their_types():
+    plan = _plan(camera="/camera/color/image_raw", image_size="1024",
                  checkpoint="/ckpt/sam2.1_hiera_tiny.pt", device="cuda", autostart="false")
-    overrides = kw["parameters"][1]
+    overrides = plan.parameters[1]
     assert overrides == {"image_size": 1024, "checkpoint": "/ckpt/sam2.1_hiera_tiny.pt",
                          "device": "cuda", "autostart": False}
-    assert set(overrides) <= set(PARAMETERS)
-    assert ("image", "/camera/color/image_raw") in kw["remappings"]
-    assert ("image/compressed", "/camera/color/image_raw/compressed") in kw["remappings"]
+    # every override names a parameter of the node (use_sim_time is ROS's own)
+    assert set(OVERRIDES) | {"autostart", "depth_enabled"} <= set(PARAMETERS)
+    assert ("image", "/camera/color/image_raw") in plan.remappings
+    assert ("image/compressed", "/camera/color/image_raw/compressed") in plan.remappings
 
 
-def test_depth_argument_enables_depth_and_remaps_it(launch_file):
+def test_bad_argument_values_are_refused_with_the_argument_named():
+    with pytest.raises(ValueError, match=r"image_size:='big' is not a int"):
+        _plan(image_size="big")
+    with pytest.raises(ValueError, match="not launch arguments.*cameras"):
+        _plan(cameras="/cam")
+    with pytest.raises(ValueError, match="auto, true or false"):
+        _plan(use_shm_profile="maybe")
+
+
+def test_depth_argument_enables_depth_and_remaps_it():
     """depth:= turns depth_enabled on and remaps depth/image and (beside it, unless given)
     depth/camera_info."""
-    kw, _ = _run(launch_file, depth="/camera/aligned_depth_to_color/image_raw")
-    assert kw["parameters"][1] == {"autostart": True, "depth_enabled": True}
-    assert ("depth/image", "/camera/aligned_depth_to_color/image_raw") in kw["remappings"]
-    assert ("depth/camera_info", "/camera/aligned_depth_to_color/camera_info") in kw["remappings"]
-    kw, _ = _run(launch_file, depth="/zed/depth/depth_registered",
-                 depth_camera_info="/zed/rgb/camera_info")
-    assert ("depth/camera_info", "/zed/rgb/camera_info") in kw["remappings"]
+    plan = _plan(depth="/camera/aligned_depth_to_color/image_raw")
+    assert plan.parameters[1] == {"autostart": True, "depth_enabled": True}
+    assert ("depth/image", "/camera/aligned_depth_to_color/image_raw") in plan.remappings
+    assert ("depth/camera_info", "/camera/aligned_depth_to_color/camera_info") in plan.remappings
+    plan = _plan(depth="/zed/depth/depth_registered", depth_camera_info="/zed/rgb/camera_info")
+    assert ("depth/camera_info", "/zed/rgb/camera_info") in plan.remappings
 
 
-def test_fast_dds_profile_is_the_nodes_and_yields_to_the_users(launch_file):
+def test_fast_dds_profile_is_the_nodes_and_yields_to_the_users():
     """use_shm_profile: auto leaves a profile set in the environment in force; true sets the
-    shipped one for the node anyway; false never. Nothing is set for the launch as a whole."""
+    shipped one for the node anyway; false never."""
     mine = {"FASTRTPS_DEFAULT_PROFILES_FILE": "/home/me/my_profile.xml"}
-    _, env = _run(launch_file, environment=mine)
-    assert env == {}
-    _, env = _run(launch_file, environment={"FASTDDS_DEFAULT_PROFILES_FILE": "/x.xml"})
-    assert env == {}
-    _, env = _run(launch_file, environment=mine, use_shm_profile="true")
+    assert _plan(environment=mine).additional_env == {}
+    assert _plan(environment={"FASTDDS_DEFAULT_PROFILES_FILE": "/x.xml"}).additional_env == {}
+    env = _plan(environment=mine, use_shm_profile="true").additional_env
     assert env["FASTRTPS_DEFAULT_PROFILES_FILE"].endswith("config/fastdds_profile.xml")
-    _, env = _run(launch_file, use_shm_profile="false")
-    assert env == {}
-    with pytest.raises(ValueError, match="auto, true or false"):
-        _run(launch_file, use_shm_profile="maybe")
+    assert _plan(use_shm_profile="false").additional_env == {}
 
 
-def test_sim_time_clicks_camera_info_and_detections(launch_file):
-    kw, _ = _run(launch_file, camera="/cam/color/image_raw", use_sim_time="true",
+def test_sim_time_clicks_camera_info_and_detections():
+    plan = _plan(camera="/cam/color/image_raw", use_sim_time="true",
                  detections="/yolo/detections")
-    assert kw["parameters"][1] == {"autostart": True, "use_sim_time": True}
-    remaps = dict(kw["remappings"])
+    assert plan.parameters[1] == {"autostart": True, "use_sim_time": True}
+    remaps = dict(plan.remappings)
     assert remaps["image_mouse_left"] == "/cam/color/image_raw_mouse_left"  # rqt_image_view
     assert remaps["camera_info"] == "/cam/color/camera_info"
     assert remaps["detections"] == "/yolo/detections"
-    kw, _ = _run(launch_file, camera="/cam/color/image_raw", camera_info="/cam/info")
-    assert dict(kw["remappings"])["camera_info"] == "/cam/info"
-    assert "use_sim_time" not in kw["parameters"][1]
+    plan = _plan(camera="/cam/color/image_raw", camera_info="/cam/info")
+    assert dict(plan.remappings)["camera_info"] == "/cam/info"
+    assert "use_sim_time" not in plan.parameters[1]
