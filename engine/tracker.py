@@ -21,6 +21,9 @@ makes its frame a prompted frame (the reference's ``add_all_frames_to_correct_as
 small holes in masks are not filled (the reference fills them only with its CUDA extension).
 Nothing is kept per processed frame beyond the fixed-capacity banks (see ``memory_bank``).
 
+A tracker is driven by one thread at a time (the node calls it from its worker thread only:
+frames and prompts are jobs of that one thread, sam2_ros/worker.py); it holds no lock.
+
 One streaming policy goes beyond SAM 2 and is off for Meta's models: with ``memory_min_iou``
 set (the model config's value by default; the project's compact model sets 0.5), a tracked
 frame joins an object's memory only when the object is judged present and the decoder's IoU
@@ -31,7 +34,6 @@ neither push its last good views out of the bank nor teach it the wrong object.
 from __future__ import annotations
 
 import math
-import threading
 from contextlib import nullcontext
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -167,7 +169,6 @@ class StreamingTracker:
         self._objects: dict[int, _Object] = {}
         self._frame: _Frame | None = None
         self._next_index = 0
-        self._lock = threading.RLock()
         self._new_bank()  # checks max_cond_frames now rather than at the first prompt
 
     @classmethod
@@ -195,27 +196,25 @@ class StreamingTracker:
     def mask_logits(self, obj_id: int) -> np.ndarray:
         """Object ``obj_id``'s mask logits on the current frame: (H, W) float32 at the frame's
         resolution, whose ``> 0`` is its mask (for soft masks or another threshold)."""
-        with self._lock:
-            self._require_frame()
-            return self._to_frame(self._object(obj_id).inputs.logits)[0, 0].cpu().numpy()
+        self._require_frame()
+        return self._to_frame(self._object(obj_id).inputs.logits)[0, 0].cpu().numpy()
 
     @torch.inference_mode()
     def track(self, frame: np.ndarray) -> FrameResult:
         """Track every object on ``frame``, an (H, W, 3) uint8 RGB image of any size."""
         with self._stage("preprocess"):
             image = self._preprocess(frame)
-        with self._lock:
-            height, width = frame.shape[:2]
-            features = self.runtime.encode_image(image)
-            self._frame = _Frame(self._next_index, height, width, features)
-            self._next_index += 1
-            ids = list(self._objects)
-            if not ids:
-                return FrameResult(self._frame.index, {})
-            out = self._track_objects(ids)
-            with self._stage("postprocess"):
-                results = self._results(ids, out)
-            return FrameResult(self._frame.index, results)
+        height, width = frame.shape[:2]
+        features = self.runtime.encode_image(image)
+        self._frame = _Frame(self._next_index, height, width, features)
+        self._next_index += 1
+        ids = list(self._objects)
+        if not ids:
+            return FrameResult(self._frame.index, {})
+        out = self._track_objects(ids)
+        with self._stage("postprocess"):
+            results = self._results(ids, out)
+        return FrameResult(self._frame.index, results)
 
     def add_prompt(self, obj_id: int, points=None, labels=None, box=None,
                    mask=None) -> ObjectResult:
@@ -230,31 +229,28 @@ class StreamingTracker:
         """``add_prompt`` with the prompt as one value (engine/prompts.py): a ``Prompt`` is
         checked here; a ``CheckedPrompt`` (already checked by ``check_prompt`` for frames of
         this frame's size and this model's input size) is applied without a second check."""
-        with self._lock:
-            frame = self._require_frame()
-            obj_id = check_object_id(obj_id)
-            prompt = self._checked(prompt, frame)
-            obj = self._objects.get(obj_id)
-            if obj is None:
-                obj = self._new_object(obj_id)
-            inputs = obj.inputs
-            if inputs.frame_index != frame.index:  # not tracked on this frame: starts afresh
-                inputs = _FrameInputs(frame.index, initial=True)
-            out, inputs = self._decode_prompt(obj.bank, inputs, prompt)
-            obj.inputs = inputs
-            self._objects[obj_id] = obj
-            with self._stage("postprocess"):
-                return self._results([obj_id], out)[obj_id]
+        frame = self._require_frame()
+        obj_id = check_object_id(obj_id)
+        prompt = self._checked(prompt, frame)
+        obj = self._objects.get(obj_id)
+        if obj is None:
+            obj = self._new_object(obj_id)
+        inputs = obj.inputs
+        if inputs.frame_index != frame.index:  # not tracked on this frame: starts afresh
+            inputs = _FrameInputs(frame.index, initial=True)
+        out, inputs = self._decode_prompt(obj.bank, inputs, prompt)
+        obj.inputs = inputs
+        self._objects[obj_id] = obj
+        with self._stage("postprocess"):
+            return self._results([obj_id], out)[obj_id]
 
     def remove_object(self, obj_id: int) -> None:
-        with self._lock:
-            self._object(obj_id)
-            del self._objects[obj_id]
+        self._object(obj_id)
+        del self._objects[obj_id]
 
     def reset(self) -> None:
         """Drop every object and its memory; the current frame can still be prompted."""
-        with self._lock:
-            self._objects.clear()
+        self._objects.clear()
 
     # --------------------------------------------------------------- tracking
     def _track_objects(self, ids: list[int]) -> DecoderOutput:

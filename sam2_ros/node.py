@@ -242,8 +242,8 @@ class Sam2Node(LifecycleNode):
             return raw(msg, cfg.max_image_side)
         self._stats, self._seq = FrameStats(), 0  # a new session counts from its first frame
         self._largest_frame = 0
-        self._session = TrackingSession(engine, lambda: self.cfg, decode, self._publish, self._stats,
-                                        self._warn_input)
+        self._session = TrackingSession(engine, lambda: self.cfg, decode, self._publish,
+                                        self._stats, self._warn_input)
         self._worker = LatestFrameWorker(self._session.process, self._on_worker_error,
                                          max_jobs=cfg.max_pending_requests).start()
         if self._diag_timer.timer_period_ns != int(cfg.diagnostics_period_s * 1e9):
@@ -451,7 +451,7 @@ class Sam2Node(LifecycleNode):
         if self._closing:
             return
         s, cfg = self._session, self.cfg
-        extra = {"objects": str(len(s.labels)) if s is not None else "0",
+        extra = {"objects": str(len(s.engine.tracker.object_ids)) if s is not None else "0",
                  "input": self._sub.topic_name if self._sub else "",
                  "largest_frame_bytes": str(self._largest_frame),
                  "shm_segment_bytes": str(self._shm_bytes or 0),
