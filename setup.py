@@ -25,7 +25,7 @@ setup(
     ],
     python_requires=">=3.10",
     # torch: install the build for your machine first (a CPU or CUDA wheel); pip keeps it.
-    install_requires=["numpy", "torch", "opencv-python-headless"],
+    install_requires=["numpy", "torch", "opencv-python-headless", "tqdm"],
     zip_safe=False,  # the bundled weights are memory-mapped from their file
     maintainer="sam2_ros maintainers",
     maintainer_email="sam2-ros@users.noreply.github.com",

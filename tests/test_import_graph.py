@@ -118,3 +118,36 @@ def test_importing_the_tracker_loads_no_exporter_onnx_or_ros():
     out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True,
                          text=True, timeout=120, check=True)
     assert out.stdout.strip() == "[]", out.stdout
+
+
+# Imported by the product only where the user picks what needs them (a backend, the exporter,
+# ROS message packages that a ROS install provides): each import sits in a function or a guarded
+# block, and the node or the CLI says what to install when it is missing.
+OPTIONAL = {"onnx", "onnxruntime", "tensorrt", "vision_msgs"}
+ROS = {"rclpy", "sensor_msgs", "std_msgs", "std_srvs", "geometry_msgs", "diagnostic_msgs",
+       "visualization_msgs", "lifecycle_msgs", "builtin_interfaces", "rcl_interfaces",
+       "sam2_ros_interfaces"}
+# pip names of the import names that differ
+PIP_NAMES = {"cv2": "opencv-python-headless"}
+
+
+def test_every_third_party_import_of_the_product_is_an_install_requirement():
+    """What ``pip install .`` brings must be enough for every module a robot or a user's
+    command runs: engine/ (tools and benchmarks aside) and sam2_ros/. Optional backends and
+    ROS's own packages are named above."""
+    import re
+
+    requires = re.search(r"install_requires=\[([^\]]*)\]", (ROOT / "setup.py").read_text())
+    declared = set(re.findall(r'"([^"]+)"', requires.group(1)))
+    product = [p for p in _engine_files() if not {"tools", "benchmarks"} & set(p.parts)]
+    product += sorted((ROOT / "sam2_ros").rglob("*.py"))
+    missing = {}
+    for path in product:
+        for name in _imports(path):
+            top = name.split(".")[0]
+            if (not top or top in sys.stdlib_module_names or top in ("engine", "sam2_ros")
+                    or top in OPTIONAL or top in ROS):
+                continue
+            if PIP_NAMES.get(top, top) not in declared:
+                missing.setdefault(top, set()).add(str(path.relative_to(ROOT)))
+    assert not missing, f"imported but not in setup.py's install_requires: {missing}"
