@@ -167,6 +167,14 @@ def test_presence_target_is_absent_when_the_mask_is_on_the_wrong_thing():
         loss, _ = sam_loss(out, gt)  # visibility only: all pushed up
         (grad,) = torch.autograd.grad(loss, logits)
     assert (grad < 0).all()
+    with torch.enable_grad():  # --off-target-weight 4: the lost object's term weighs 4x
+        loss, _ = sam_loss(out, gt, presence_on_target=0.5, off_target_weight=4.0)
+        (heavy,) = torch.autograd.grad(loss, logits)
+    with torch.enable_grad():
+        loss, _ = sam_loss(out, gt, presence_on_target=0.5)
+        (plain,) = torch.autograd.grad(loss, logits)
+    assert heavy[1, 0] == pytest.approx(4 * plain[1, 0])
+    assert torch.equal(heavy[[0, 2]], plain[[0, 2]])
 
 
 def test_frames_after_a_reappearance_weigh_more():
@@ -245,3 +253,13 @@ def test_broad_world_image_batches():
     assert batch.images.shape == (3, 3, 64, 64)
     assert batch.gt.shape[0] == len(batch.index) >= 3 and batch.gt.reshape(
         batch.gt.shape[0], -1).any(1).all()
+
+
+def test_off_target_weight_needs_the_on_target_rule():
+    from engine.tools.train import TrainConfig, check_config
+
+    check_config(TrainConfig(presence_on_target=0.5, off_target_weight=3.0))
+    with pytest.raises(ValueError, match="needs presence_on_target"):
+        check_config(TrainConfig(off_target_weight=3.0))
+    with pytest.raises(ValueError, match=">= 0"):
+        check_config(TrainConfig(presence_on_target=0.5, off_target_weight=-1.0))

@@ -21,7 +21,8 @@ from the benchmark's (``engine.tools.synthetic.TRAIN_SEED_BASE``):
    the chosen mask is on the object (``--presence-on-target``: "absent" when less than that share
    of a non-empty mask lies on the object), so a mask that has wandered onto something else is
    called absent instead of being kept with confidence (an empty or too small mask on the
-   object stays "present": the mask loss corrects it). Frames just after an object comes back into view
+   object stays "present": the mask loss corrects it; ``--off-target-weight`` weighs those
+   "lost" frames in the presence term). Frames just after an object comes back into view
    (after an occlusion or an exit) weigh ``1 + --reacquire-weight`` in the loss
    (``--reacquire-frames`` of them). The image encoder stays frozen; the decoder and prompt
    encoder learn at ``--pretrained-lr-scale`` times the rate of the parts that are new in this
@@ -105,6 +106,8 @@ class TrainConfig:
     presence_on_target: float = 0.0  # clip stage: on tracked frames the presence target is 0
     # where the object is visible but less than this share of the chosen mask lies on it (the
     # mask is on something else); 0: the target is visibility alone
+    off_target_weight: float = 1.0  # clip stage, with presence_on_target: weight of the
+    # presence loss on frames where the object is in view and the mask is off it
     reacquire_weight: float = 0.0  # clip stage: frames just after an object reappears weigh
     reacquire_frames: int = 8  # 1 + reacquire_weight, for this many frames
     memory_rule: str = "model"  # clip stage: the admission rule trained with ("model", "all"
@@ -469,13 +472,15 @@ def on_target(logits: torch.Tensor, gt: torch.Tensor) -> torch.Tensor:
 
 def sam_loss(out: Decoded, gt: torch.Tensor, absent_weight: float = 1.0,
              weight: torch.Tensor | None = None,
-             presence_on_target: float = 0.0) -> tuple[torch.Tensor, dict]:
+             presence_on_target: float = 0.0,
+             off_target_weight: float = 1.0) -> tuple[torch.Tensor, dict]:
     """SAM 2's loss for N objects: gt (N, 1, S, S) float; empty gt = object absent.
     Compared at half the input side L = S/2 (twice the decoder's resolution): soft
     (area-averaged) targets, logits upsampled bilinearly. ``weight`` (N,) scales each object's
     terms; ``presence_on_target`` > 0: the presence target is 0 also where the object is
     visible but less than this share of the chosen candidate's mask lies on it (a mask on
-    the wrong thing: "absent")."""
+    the wrong thing: "absent"), and such frames weigh ``off_target_weight`` in the presence
+    term."""
     present = gt.flatten(1).any(1).float()  # (N,)
     gt = F.avg_pool2d(gt, 2)  # (N, 1, L, L) coverage in [0, 1]
     logits = F.interpolate(out.raw.float(), size=gt.shape[-2:], mode="bilinear",
@@ -493,7 +498,8 @@ def sam_loss(out: Decoded, gt: torch.Tensor, absent_weight: float = 1.0,
     chosen = actual_iou(picked, gt)[:, 0]  # no gradient
     on = on_target(picked, gt)
     target = present * (on >= presence_on_target).float()
-    w_obj = torch.where(present > 0, 1.0, absent_weight) * w
+    off = present * (1.0 - target)  # in view, the mask off it: "lost"
+    w_obj = torch.where(present > 0, 1.0 + (off_target_weight - 1.0) * off, absent_weight) * w
     loss_obj = (F.binary_cross_entropy_with_logits(out.object_score_logits.float()[:, 0],
                                                    target, reduction="none") * w_obj).mean()
     total = loss_mask + W_IOU * loss_iou + W_PRESENCE * loss_obj
@@ -742,7 +748,7 @@ def clip_step(rng, model: SAM2Model, batch: ClipBatch, runtime: TrainRuntime,
             out, _ = step.track(ft, banks, t,
                                 (lambda b, i: _drop_recent(b.select(i))) if drop else None)
             losses.append(sam_loss(out, gt, cfg.absent_weight, weights[:, t],
-                                   cfg.presence_on_target))
+                                   cfg.presence_on_target, cfg.off_target_weight))
             if t == correct_at:  # a corrective click makes this a prompted frame
                 coords = ft.feat.new_zeros(n, 0, 2)
                 labels = torch.zeros(n, 0, dtype=torch.int32, device=device)
@@ -874,6 +880,11 @@ def check_config(cfg: TrainConfig) -> None:
             raise ValueError(f"{name} must be at least 1, got {getattr(cfg, name)}")
     if cfg.tbptt < 0 or cfg.burn_in < 0:
         raise ValueError("tbptt and burn_in must be >= 0")
+    if cfg.off_target_weight < 0 or (cfg.off_target_weight != 1.0
+                                     and cfg.presence_on_target <= 0):
+        raise ValueError("off_target_weight must be >= 0 and needs presence_on_target > 0 "
+                         "(which says when a mask is off the target), got "
+                         f"{cfg.off_target_weight} with {cfg.presence_on_target}")
 
 
 def _next_step_s(durations) -> float:
