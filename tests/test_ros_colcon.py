@@ -80,7 +80,8 @@ def test_colcon_build_installs_node_and_interfaces(workspace):
     assert (prefix / "share" / "ament_index" / "resource_index" / "rosidl_interfaces" /
             "sam2_ros_interfaces").is_file()
     probe = ("import sam2_ros_interfaces.msg as m, sam2_ros.node as n, engine.checkpoint as c;"
-             "print(m.__file__); print(n.__file__);"
+             "import sam2_ros.launch_plan as lp;"  # what launch/sam2.launch.py imports
+             "print(m.__file__); print(n.__file__); print(lp.__file__);"
              "print(c.bundled_checkpoint('sam2_ros_compact'))")
     out = subprocess.run(_sourced(install, f"python -c {shlex.quote(probe)}"), cwd=workspace,
                          env=_ros_install_env(), capture_output=True, text=True, timeout=120)
